@@ -1,0 +1,41 @@
+# doudi: `make demo` sets up and runs the main job on a generated province; `make test` tests.
+SHELL := /bin/bash
+PY := .venv/bin/python
+UV := .venv/bin/uv
+DEMO_DIR ?= workspace/demo
+DEMO_HOUSEHOLDS ?= 3000
+DEMO_MONTHS ?= 36
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: install demo test lint typecheck bench clean
+
+install: .venv/.installed  ## create .venv from uv.lock; the CLI lands at .venv/bin/doudi
+
+.venv/.installed: uv.lock pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(UV) sync --frozen --inexact --python $(PY)
+	touch $@
+
+demo: install  ## generate a small province and run the monthly job on it
+	.venv/bin/doudi simulate --households $(DEMO_HOUSEHOLDS) --months $(DEMO_MONTHS) \
+		--start 2023-01 --seed 7 --out $(DEMO_DIR)
+
+test: install  ## the whole suite (PostgreSQL tests use 127.0.0.1:5432)
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest -n 2 -q
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: install
+	.venv/bin/mypy
+
+bench: install  ## benchmarks; figures go to docs/benchmarks.md by hand
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf workspace .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,45 @@
+"""`doudi`: the single command line. Wiring only; every stage lives in its package.
+
+Each sub-command module in `doudi.commands` imports its stage lazily, so
+`doudi --help` stays fast and nothing heavy runs at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from doudi.commands import register_all
+from doudi.errors import UserError
+
+app = typer.Typer(
+    name="doudi",
+    help="兜底 doudi: find rural households at risk of falling (back) into poverty, early.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+register_all(app)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as err:
+        typer.secho(f"doudi: error: {err}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("doudi: interrupted", fg="red", err=True)
+        sys.exit(130)

@@ -1,0 +1,131 @@
+"""One settings object: environment (`DOUDI_*`), an optional TOML file, defaults.
+
+Nothing is read at import; call `get_settings()` (cached) or build `Settings()`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# 防止返贫监测范围 (yuan per person per year). Provinces publish theirs each year;
+# these defaults follow the national guidance band and are overridable per year.
+DEFAULT_MONITORING_LINES: dict[int, float] = {
+    2020: 6000.0,
+    2021: 6000.0,
+    2022: 6600.0,
+    2023: 7000.0,
+    2024: 7300.0,
+    2025: 7600.0,
+    2026: 7900.0,
+    2027: 8200.0,
+}
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Values from the file named by DOUDI_CONFIG (a `[doudi]` table or top level)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("DOUDI_CONFIG")
+        if not path:
+            return {}
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"DOUDI_CONFIG points at {p}, which is not a file")
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return dict(data.get("doudi", data))
+
+
+class Settings(BaseSettings):
+    """Everything configurable about doudi. Environment wins over the config file."""
+
+    model_config = SettingsConfigDict(env_prefix="DOUDI_", extra="ignore")
+
+    home: Path = Field(Path("workspace"), description="Workspace root (DOUDI_HOME).")
+    pseudonym_key_file: Path | None = Field(
+        None, description="HMAC key for pseudonyms; default <home>/secrets/pseudonym.key."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Default: MLFLOW_TRACKING_URI, else SQLite under <project>/mlruns/."
+    )
+    mlruns_dir: Path = Field(PROJECT_ROOT / "mlruns", description="MLflow's local store.")
+    database_url: str | None = Field(
+        None, description="Alert store (SQLAlchemy URL); default SQLite in the workspace."
+    )
+    monitoring_lines: dict[int, float] = Field(
+        default_factory=lambda: dict(DEFAULT_MONITORING_LINES),
+        description="Annual monitoring line by year, yuan per person per year.",
+    )
+    horizon_months: int = Field(6, ge=1, le=24, description="Label horizon H.")
+    label_allowance_months: int = Field(
+        3, ge=0, le=12, description="Reporting allowance before a label is final."
+    )
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+
+    @field_validator("home", "mlruns_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    # -- derived locations -------------------------------------------------
+    @property
+    def key_file(self) -> Path:
+        return (self.pseudonym_key_file or self.home / "secrets" / "pseudonym.key").resolve()
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.home / "warehouse"
+
+    @property
+    def vault_dir(self) -> Path:
+        return self.home / "vault"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    def tracking_uri(self) -> str:
+        """An absolute tracking URI (MLflow's own default is relative to the cwd)."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
+
+    def monitoring_line(self, year: int) -> float:
+        """The monitoring line for `year`; the nearest earlier year's when not listed."""
+        known = sorted(y for y in self.monitoring_lines if y <= year)
+        if not known:
+            raise KeyError(f"no monitoring line configured for {year} or earlier")
+        return self.monitoring_lines[known[-1]]
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,79 @@
+"""The warehouse layout: what ingest writes and `features` reads. One definition.
+
+    <home>/warehouse/<feed>/county=<6-digit county>/reported_month=<YYYY-MM>/part-<id>.parquet
+
+Columns are the contract's canonical names and types, except that identifiers
+are keyed pseudonyms under their own names (`person_id` -> `person_key`,
+`household_id` -> `household_key`, `head_person_id` -> `head_person_key`);
+`persons.sex` and `persons.birth_date` are those of the ID number. Every table
+also carries `county_code`, `reported_month` (partition keys, also stored as
+columns) and the row's provenance (`source_file`, `source_row`).
+MONTH columns are dates (first day of the month); ENUM_LIST columns are the
+canonical codes joined by ';' in contract order.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pyarrow as pa
+
+from doudi.contract import FEEDS, Feed, Kind, feed
+
+PSEUDONYM_NAMES: dict[str, str] = {
+    "person_id": "person_key",
+    "household_id": "household_key",
+    "head_person_id": "head_person_key",
+}
+PARTITION_COLUMNS: tuple[str, ...] = ("county_code", "reported_month")
+PROVENANCE_COLUMNS: tuple[str, ...] = ("source_file", "source_row")
+
+_ARROW_TYPES: dict[Kind, pa.DataType] = {
+    Kind.ID: pa.string(),
+    Kind.STR: pa.string(),
+    Kind.VILLAGE: pa.string(),
+    Kind.ENUM: pa.string(),
+    Kind.ENUM_LIST: pa.string(),
+    Kind.DATE: pa.date32(),
+    Kind.MONTH: pa.date32(),
+    Kind.INT: pa.int64(),
+    Kind.FLOAT: pa.float64(),
+    Kind.MONEY: pa.float64(),
+    Kind.BOOL: pa.bool_(),
+}
+
+
+def warehouse_name(column: str) -> str:
+    """The warehouse name of a contract column (pseudonymised identifiers renamed)."""
+    return PSEUDONYM_NAMES.get(column, column)
+
+
+@cache
+def table_schema(feed_name: str) -> pa.Schema:
+    """The Arrow schema of one warehouse table."""
+    spec: Feed = feed(feed_name)
+    fields = [
+        pa.field(warehouse_name(c.name), _ARROW_TYPES[c.kind], nullable=c.nullable)
+        for c in spec.columns
+    ]
+    fields += [
+        pa.field("county_code", pa.string(), nullable=False),
+        pa.field("reported_month", pa.string(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("source_row", pa.int64(), nullable=False),
+    ]
+    return pa.schema(fields)
+
+
+def feed_dir(warehouse: Path, feed_name: str) -> Path:
+    return warehouse / feed_name
+
+
+def feed_glob(warehouse: Path, feed_name: str) -> str:
+    """A glob DuckDB/pyarrow can read (`hive_partitioning` optional: columns are stored)."""
+    return str(feed_dir(warehouse, feed_name) / "**" / "*.parquet")
+
+
+def all_schemas() -> dict[str, pa.Schema]:
+    return {f.name: table_schema(f.name) for f in FEEDS}
