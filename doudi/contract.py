@@ -125,8 +125,13 @@ def _enum(
 
 POVERTY_HISTORY = {"former_poor": "脱贫户", "ordinary": "一般农户"}
 RELATION = {
-    "head": None, "spouse": None, "child": None, "parent": None,
-    "grandchild": None, "sibling": None, "other": None,
+    "head": None,
+    "spouse": None,
+    "child": None,
+    "parent": None,
+    "grandchild": None,
+    "sibling": None,
+    "other": None,
 }
 SEX = {"M": None, "F": None}
 PERSON_STATUS = {"living": None, "deceased": None, "moved_out": None, "moved_in": None}
@@ -139,18 +144,33 @@ EMPLOYMENT_STATUS = {
     "not_in_labor_force": None,
 }
 EDUCATION_STAGE = {
-    "preschool": None, "primary": None, "junior_secondary": None,
-    "senior_secondary": None, "vocational": None, "higher": None,
+    "preschool": None,
+    "primary": None,
+    "junior_secondary": None,
+    "senior_secondary": None,
+    "vocational": None,
+    "higher": None,
 }
 EDUCATION_STATUS = {"enrolled": None, "dropped_out": "辍学", "suspended": None, "graduated": None}
 SAFETY_GRADE = {"A": None, "B": None, "C": None, "D": "危房"}
 DISABILITY_TYPE = {
-    "visual": None, "hearing": None, "speech": None, "physical": None,
-    "intellectual": None, "mental": None, "multiple": None,
+    "visual": None,
+    "hearing": None,
+    "speech": None,
+    "physical": None,
+    "intellectual": None,
+    "mental": None,
+    "multiple": None,
 }
 HAZARD = {
-    "flood": None, "drought": None, "hail": None, "frost": None,
-    "landslide": None, "earthquake": None, "fire": None, "other": None,
+    "flood": None,
+    "drought": None,
+    "hail": None,
+    "frost": None,
+    "landslide": None,
+    "earthquake": None,
+    "fire": None,
+    "other": None,
 }
 HOUSE_DAMAGE = {"none": None, "minor": None, "severe": None, "collapsed": None}
 PROGRAM = {
@@ -161,8 +181,10 @@ PROGRAM = {
     "temporary": "临时救助",
 }
 ASSET_TYPE = {
-    "vehicle": None, "urban_housing": None,
-    "commercial_property": None, "business_registration": None,
+    "vehicle": None,
+    "urban_housing": None,
+    "commercial_property": None,
+    "business_registration": None,
 }
 MONITORING_EVENT = {"identified": "纳入监测", "risk_eliminated": "风险消除"}
 MONITORING_CATEGORY = {
@@ -192,21 +214,30 @@ DETECTION_SOURCE = {
 
 FEEDS: tuple[Feed, ...] = (
     Feed(
-        "households", "农户", "rural revitalization (roster)", True, ("household_id",),
+        "households",
+        "农户",
+        "rural revitalization (roster)",
+        True,
+        ("household_id",),
         (
             _household(),
             Column("village_code", "村代码", Kind.VILLAGE),
             Column("head_person_id", "户主身份证号", Kind.ID, sensitive=True),
             _enum("poverty_history", "脱贫属性", POVERTY_HISTORY),
-            Column("lifted_year", "脱贫年度", Kind.INT, nullable=True,
-                   min_value=2013, max_value=2030),
+            Column(
+                "lifted_year", "脱贫年度", Kind.INT, nullable=True, min_value=2013, max_value=2030
+            ),
             _bool("relocated", "易地搬迁", nullable=True),
             _reported(),
         ),
         grain="household",
     ),
     Feed(
-        "persons", "户籍人口", "public security (household registry)", True, ("person_id",),
+        "persons",
+        "户籍人口",
+        "public security (household registry)",
+        True,
+        ("person_id",),
         (
             _person(),
             _household(),
@@ -223,7 +254,11 @@ FEEDS: tuple[Feed, ...] = (
         notes="Latest status_date first, then latest reported_date, describes the person.",
     ),
     Feed(
-        "medical", "医保结算", "medical insurance", False, ("person_id", "month"),
+        "medical",
+        "医保结算",
+        "medical insurance",
+        False,
+        ("person_id", "month"),
         (
             _person(),
             Column("month", "结算月份", Kind.MONTH),
@@ -240,7 +275,10 @@ FEEDS: tuple[Feed, ...] = (
         event_column="month",
     ),
     Feed(
-        "employment", "就业", "human resources and social security", False,
+        "employment",
+        "就业",
+        "human resources and social security",
+        False,
         ("person_id", "month"),
         (
             _person(),
@@ -254,7 +292,11 @@ FEEDS: tuple[Feed, ...] = (
         event_column="month",
     ),
     Feed(
-        "education", "学籍", "education", False, ("person_id", "term"),
+        "education",
+        "学籍",
+        "education",
+        False,
+        ("person_id", "term"),
         (
             _person(),
             Column("term", "学期", Kind.MONTH),
@@ -268,7 +310,10 @@ FEEDS: tuple[Feed, ...] = (
         event_column="term",
     ),
     Feed(
-        "housing", "农村住房安全鉴定", "housing and construction", False,
+        "housing",
+        "农村住房安全鉴定",
+        "housing and construction",
+        False,
         ("household_id", "assessed_date"),
         (
             _household(),
@@ -281,7 +326,10 @@ FEEDS: tuple[Feed, ...] = (
         event_column="assessed_date",
     ),
     Feed(
-        "disability", "残疾人证", "disabled persons' federation", False,
+        "disability",
+        "残疾人证",
+        "disabled persons' federation",
+        False,
         ("person_id", "certified_date"),
         (
             _person(),
@@ -296,7 +344,10 @@ FEEDS: tuple[Feed, ...] = (
         event_column="certified_date",
     ),
     Feed(
-        "disasters", "灾情", "emergency management", False,
+        "disasters",
+        "灾情",
+        "emergency management",
+        False,
         ("household_id", "event_date", "hazard"),
         (
             _household(),
@@ -311,7 +362,10 @@ FEEDS: tuple[Feed, ...] = (
         notes="A later row revises the loss.",
     ),
     Feed(
-        "social_assistance", "社会救助", "civil affairs", False,
+        "social_assistance",
+        "社会救助",
+        "civil affairs",
+        False,
         ("household_id", "program", "start_date"),
         (
             _household(),
@@ -323,10 +377,15 @@ FEEDS: tuple[Feed, ...] = (
         ),
         grain="household x programme spell",
         event_column="start_date",
-        notes="A spell is closed by a later row with end_date; temporary has end_date = start_date.",
+        notes=(
+            "A spell is closed by a later row with end_date; temporary has end_date = start_date."
+        ),
     ),
     Feed(
-        "income_checks", "收入核查", "rural revitalization", False,
+        "income_checks",
+        "收入核查",
+        "rural revitalization",
+        False,
         ("household_id", "period_end"),
         (
             _household(),
@@ -343,7 +402,11 @@ FEEDS: tuple[Feed, ...] = (
         event_column="period_end",
     ),
     Feed(
-        "agriculture", "农业经营", "agriculture", False, ("household_id", "year"),
+        "agriculture",
+        "农业经营",
+        "agriculture",
+        False,
+        ("household_id", "year"),
         (
             _household(),
             Column("year", "年度", Kind.INT, min_value=1990, max_value=2100),
@@ -357,7 +420,10 @@ FEEDS: tuple[Feed, ...] = (
         event_column="year",
     ),
     Feed(
-        "assets", "财产比对", "real estate, vehicles, market entities", False,
+        "assets",
+        "财产比对",
+        "real estate, vehicles, market entities",
+        False,
         ("person_id", "record_date", "asset_type"),
         (
             _person(),
@@ -370,8 +436,11 @@ FEEDS: tuple[Feed, ...] = (
         event_column="record_date",
     ),
     Feed(
-        "monitoring_events", "防返贫监测对象认定/风险消除", "rural revitalization (monitoring)",
-        True, ("household_id", "event_date", "event"),
+        "monitoring_events",
+        "防返贫监测对象认定/风险消除",
+        "rural revitalization (monitoring)",
+        True,
+        ("household_id", "event_date", "event"),
         (
             _household(),
             Column("event_date", "认定日期", Kind.DATE),
