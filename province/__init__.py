@@ -1,1 +1,6 @@
-"""province."""
+"""province: a synthetic Gansu province that emits the 13 department feeds and their truth."""
+
+from province.params import WorldParams
+from province.run import simulate
+
+__all__ = ["WorldParams", "simulate"]

@@ -1,0 +1,604 @@
+"""From latent events to department records, with each feed's reporting delay.
+
+Rows are kept in an internal, typed form (`Batch`: column name -> numpy array)
+until written: identifiers as person/household indexes, enums as contract code
+positions, dates as day numbers, months as month numbers, risk types as bit
+masks. Every batch carries `reported_date` (a day number) and `_county` (for
+outages). `Records.pop_reported(day)` hands over everything reported by `day`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from doudi import contract
+from province import timeutil
+from province.dynamics import MonthOutcome
+from province.params import WorldParams
+from province.state import (
+    DECEASED,
+    ENROLLED,
+    LIVING,
+    LOCAL,
+    MIGRANT,
+    MOVED_OUT,
+    NO_WORK,
+    NULL,
+    SEASONAL,
+    SELF_EMPLOYED,
+    TEKUN,
+    TEMPORARY,
+    WELFARE_POST,
+    State,
+)
+from province.world import ETHNICITIES, Registry
+
+Batch = dict[str, np.ndarray]
+
+ILLNESS_CODES: tuple[str, ...] = tuple(f"MB{i:02d}" for i in range(1, 9)) + tuple(
+    f"DB{i:02d}" for i in range(1, 9)
+)
+# vocabularies of the STR columns that carry codes
+VOCAB: dict[tuple[str, str], tuple[str, ...]] = {
+    ("medical", "serious_illness"): ILLNESS_CODES,
+    ("persons", "ethnicity"): ETHNICITIES,
+}
+
+
+def enum_codes(feed: str, column: str) -> list[str]:
+    spec = contract.feed(feed).column(column)
+    assert spec.enum is not None
+    return list(spec.enum)
+
+
+def _code(feed: str, column: str, value: str) -> int:
+    return enum_codes(feed, column).index(value)
+
+
+EMP_EMPLOYED_LOCAL = _code("employment", "status", "employed_local")
+EMP_MIGRANT = _code("employment", "status", "migrant")
+EMP_SELF = _code("employment", "status", "self_employed")
+EMP_UNEMPLOYED = _code("employment", "status", "unemployed")
+EMP_WELFARE = _code("employment", "status", "public_welfare_post")
+EMP_NILF = _code("employment", "status", "not_in_labor_force")
+
+
+def concat(batches: list[Batch]) -> Batch:
+    if not batches:
+        return {}
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def take(batch: Batch, index: np.ndarray) -> Batch:
+    return {k: v[index] for k, v in batch.items()}
+
+
+def size(batch: Batch) -> int:
+    return len(batch["reported_date"]) if batch else 0
+
+
+@dataclass
+class Records:
+    """Turns each month's outcome into rows and holds them until reported."""
+
+    registry: Registry
+    params: WorldParams
+    rng: np.random.Generator
+    roster_day: int
+    pending: dict[str, list[Batch]] = field(default_factory=dict)
+    spell_start_day: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    components: np.ndarray = field(default_factory=lambda: np.zeros((0, 12, 5)))
+    ident_day: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def _add(self, feed: str, batch: Batch) -> None:
+        if size(batch):
+            self.pending.setdefault(feed, []).append(batch)
+
+    def _county_of_hh(self, state: State, hh: np.ndarray) -> np.ndarray:
+        return state.households.county[hh].astype(np.int32)
+
+    def _county_of_person(self, state: State, person: np.ndarray) -> np.ndarray:
+        return state.households.county[state.persons.hh[person]].astype(np.int32)
+
+    def _lag(self, base: np.ndarray, low: int, high: int) -> np.ndarray:
+        return np.asarray(base, dtype=np.int64) + self.rng.integers(low, high + 1, len(base))
+
+    # --- the world as it stood before the burn-in -----------------------------------
+    def history(self, state: State, first_month: int) -> None:
+        """Certificates, housing assessments, tekun spells and assets from before the burn-in."""
+        h, p = state.households, state.persons
+        n = len(h.village)
+        self.spell_start_day = np.full(n, NULL, dtype=np.int64)
+        self.components = np.zeros((n, 12, 5), dtype=np.float32)
+        self.ident_day = np.full(n, NULL, dtype=np.int64)
+        rng = self.rng
+        before = int(timeutil.first_day(first_month))
+
+        disabled = np.flatnonzero(p.disability_grade > 0)
+        cert_day = np.maximum(before - rng.integers(30, 3000, len(disabled)), p.birth_day[disabled])
+        self._add("disability", self._disability_rows(state, disabled, cert_day))
+
+        hh = np.arange(n)
+        assessed = before - rng.integers(60, 1500, n)
+        self._add(
+            "housing",
+            {
+                "household_id": hh,
+                "assessed_date": assessed,
+                "safety_grade": h.house_grade.astype(np.int64),
+                "renovation_funded": np.zeros(n, dtype=np.int8),
+                "reported_date": assessed + rng.integers(5, 60, n),
+                "_county": self._county_of_hh(state, hh),
+            },
+        )
+
+        tekun = np.flatnonzero(h.tekun)
+        start_day = timeutil.first_day(h.assist_start[tekun]) + rng.integers(0, 28, len(tekun))
+        self.spell_start_day[tekun] = start_day
+        self._add(
+            "social_assistance",
+            {
+                "household_id": tekun,
+                "program": np.full(len(tekun), TEKUN, dtype=np.int64),
+                "start_date": start_day,
+                "end_date": np.full(len(tekun), NULL, dtype=np.int64),
+                "monthly_amount_yuan": h.assist_amount[tekun].astype(np.float64),
+                "reported_date": start_day + rng.integers(3, 30, len(tekun)),
+                "_county": self._county_of_hh(state, tekun),
+            },
+        )
+
+        owner_p = np.clip(0.03 * np.exp(-0.8 * h.fragility[p.hh]), 0, 0.5)
+        owners = np.flatnonzero(
+            (rng.random(len(p.hh)) < owner_p) & ((first_month - p.birth_month) >= 22 * 12)
+        )
+        self._add(
+            "assets", self._asset_rows(state, owners, before - rng.integers(30, 2500, len(owners)))
+        )
+
+    def _disability_rows(self, state: State, persons: np.ndarray, day: np.ndarray) -> Batch:
+        p = state.persons
+        grade = p.disability_grade[persons]
+        poor = (state.households.former_poor | state.households.monitored)[p.hh[persons]]
+        return {
+            "person_id": persons,
+            "certified_date": day,
+            "disability_type": p.disability_type[persons].astype(np.int64),
+            "grade": grade.astype(np.int64),
+            "living_subsidy": ((grade <= 2) | poor).astype(np.int8),
+            "care_subsidy": (grade <= 2).astype(np.int8),
+            "reported_date": self._lag(day, 0, 30),
+            "_county": self._county_of_person(state, persons),
+        }
+
+    def _asset_rows(self, state: State, persons: np.ndarray, day: np.ndarray) -> Batch:
+        kind = self.rng.choice(4, len(persons), p=[0.55, 0.25, 0.05, 0.15])
+        value = np.where(
+            kind == 3,
+            np.nan,
+            np.round(
+                np.array([60000, 300000, 500000, 0])[kind]
+                * np.exp(self.rng.normal(0, 0.5, len(kind))),
+                2,
+            ),
+        )
+        return {
+            "person_id": persons,
+            "record_date": day,
+            "asset_type": kind.astype(np.int64),
+            "value_yuan": value,
+            "reported_date": self._lag(day, 10, 90),
+            "_county": self._county_of_person(state, persons),
+        }
+
+    # --- the first extract ---------------------------------------------------------
+    def roster(self, state: State) -> None:
+        """The households roster and persons registry delivered on the roster day."""
+        h, p, reg = state.households, state.persons, self.registry
+        n, n_p = len(h.village), len(p.hh)
+        rng = self.rng
+        heads = np.full(n, -1, dtype=np.int64)
+        head_rows = np.flatnonzero(p.relation == 0)
+        heads[p.hh[head_rows]] = head_rows
+        day = np.full(n, self.roster_day, dtype=np.int64)
+        self._add(
+            "households",
+            {
+                "household_id": np.arange(n),
+                "village_code": h.village.astype(np.int64),
+                "head_person_id": heads,
+                "poverty_history": np.where(h.former_poor, 0, 1).astype(np.int64),
+                "lifted_year": reg.lifted_year.astype(np.int64),
+                "relocated": reg.relocated_known.astype(np.int8),
+                "reported_date": day,
+                "_county": self._county_of_hh(state, np.arange(n)),
+            },
+        )
+        persons = np.arange(n_p)
+        status = np.select([p.status == DECEASED, p.status == MOVED_OUT], [1, 2], 0)
+        self._add(
+            "persons",
+            {
+                "person_id": persons,
+                "household_id": p.hh.astype(np.int64),
+                "relation": p.relation.astype(np.int64),
+                "sex": np.where(rng.random(n_p) < 0.05, -1, np.where(p.male, 0, 1)).astype(
+                    np.int64
+                ),
+                "birth_date": np.where(rng.random(n_p) < 0.05, NULL, p.birth_day),
+                "ethnicity": np.where(rng.random(n_p) < 0.03, -1, p.ethnicity).astype(np.int64),
+                "status": status.astype(np.int64),
+                "status_date": np.where(status == 0, p.birth_day, p.status_day),
+                "reported_date": np.full(n_p, self.roster_day, dtype=np.int64),
+                "_county": self._county_of_person(state, persons),
+            },
+        )
+
+    # --- one month ------------------------------------------------------------
+    def month(self, state: State, out: MonthOutcome, *, flows: bool) -> None:
+        """Rows for what happened in `out.month`; `flows` adds the monthly person feeds."""
+        h, p = state.households, state.persons
+        m, rng = out.month, self.rng
+        n = len(h.village)
+        cal = timeutil.calendar_month(m)
+        start, end = int(timeutil.first_day(m)), int(timeutil.last_day(m))
+        alive = p.status == LIVING
+        self.components[:, m % 12, :] = np.stack(
+            [
+                out.wage_income,
+                out.operating_income,
+                out.property_income,
+                out.transfer_income,
+                out.rigid_expenditure,
+            ],
+            axis=1,
+        )
+
+        if flows:
+            changed = np.flatnonzero(out.died | out.moved_out)
+            self._add(
+                "persons",
+                {
+                    "person_id": changed,
+                    "household_id": p.hh[changed].astype(np.int64),
+                    "relation": p.relation[changed].astype(np.int64),
+                    "sex": np.where(p.male[changed], 0, 1).astype(np.int64),
+                    "birth_date": p.birth_day[changed],
+                    "ethnicity": p.ethnicity[changed].astype(np.int64),
+                    "status": np.where(out.died[changed], 1, 2).astype(np.int64),
+                    "status_date": p.status_day[changed],
+                    "reported_date": self._lag(p.status_day[changed], 5, 60),
+                    "_county": self._county_of_person(state, changed),
+                },
+            )
+            self._medical(state, out, start, end)
+            self._employment(state, out, alive, start)
+            if cal in (3, 9):
+                self._education(state, out, start)
+            if rng.random() < 0.5:  # roster corrections: relocation flags filled in
+                fix = np.flatnonzero(rng.random(n) < 0.002)
+                self._roster_corrections(state, fix, start)
+
+        certified = np.flatnonzero(out.certified)
+        cert_day = rng.integers(start, end + 1, len(certified))
+        self._add("disability", self._disability_rows(state, certified, cert_day))
+
+        hit = np.flatnonzero(out.disaster_hazard >= 0)
+        disasters = {
+            "household_id": hit,
+            "event_date": out.disaster_day[hit],
+            "hazard": out.disaster_hazard[hit].astype(np.int64),
+            "loss_yuan": out.disaster_loss[hit],
+            "house_damage": out.disaster_damage[hit].astype(np.int64),
+            "reported_date": self._lag(out.disaster_day[hit], 1, 20),
+            "_county": self._county_of_hh(state, hit),
+        }
+        self._add("disasters", disasters)
+        revised = np.flatnonzero(rng.random(len(hit)) < 0.1)
+        revision = take(disasters, revised)
+        revision["loss_yuan"] = np.round(
+            revision["loss_yuan"] * rng.uniform(0.7, 1.5, len(revised)), 2
+        )
+        revision["reported_date"] = revision["reported_date"] + rng.integers(30, 90, len(revised))
+        self._add("disasters", revision)
+
+        assessed = np.flatnonzero(out.assessed)
+        self._add(
+            "housing",
+            {
+                "household_id": assessed,
+                "assessed_date": out.assessed_day[assessed],
+                "safety_grade": h.house_grade[assessed].astype(np.int64),
+                "renovation_funded": out.renovation_funded[assessed].astype(np.int8),
+                "reported_date": self._lag(out.assessed_day[assessed], 3, 40),
+                "_county": self._county_of_hh(state, assessed),
+            },
+        )
+
+        self._monitoring(state, out, start, end)
+        self._assistance(state, out, start, end)
+        if cal in (6, 12):
+            self._income_checks(state, out, m)
+        if cal == 12:
+            self._agriculture(state, m)
+        buyers = np.flatnonzero(
+            alive
+            & (rng.random(len(p.hh)) < 0.0002 * np.exp(-0.8 * h.fragility[p.hh]))
+            & ((m - p.birth_month) >= 22 * 12)
+        )
+        self._add(
+            "assets", self._asset_rows(state, buyers, rng.integers(start, end + 1, len(buyers)))
+        )
+
+    def _roster_corrections(self, state: State, fix: np.ndarray, start: int) -> None:
+        h, reg = state.households, self.registry
+        heads = np.full(len(h.village), -1, dtype=np.int64)
+        head_rows = np.flatnonzero(state.persons.relation == 0)
+        heads[state.persons.hh[head_rows]] = head_rows
+        self._add(
+            "households",
+            {
+                "household_id": fix,
+                "village_code": h.village[fix].astype(np.int64),
+                "head_person_id": heads[fix],
+                "poverty_history": np.where(h.former_poor[fix], 0, 1).astype(np.int64),
+                "lifted_year": reg.lifted_year[fix].astype(np.int64),
+                "relocated": h.relocated[fix].astype(np.int8),
+                "reported_date": self._lag(np.full(len(fix), start), 0, 27),
+                "_county": self._county_of_hh(state, fix),
+            },
+        )
+
+    def _medical(self, state: State, out: MonthOutcome, start: int, end: int) -> None:
+        p, rng = state.persons, self.rng
+        rows = np.flatnonzero((out.outpatient > 0) | (out.inpatient_days > 0))
+        code = np.where(p.chronic[rows] > 0, p.illness_code[rows] + 8 * (p.chronic[rows] == 2), -1)
+        batch: Batch = {
+            "person_id": rows,
+            "month": np.full(len(rows), out.month, dtype=np.int64),
+            "insured": p.insured[rows].astype(np.int8),
+            "outpatient_visits": out.outpatient[rows].astype(np.int64),
+            "inpatient_days": out.inpatient_days[rows].astype(np.int64),
+            "total_cost_yuan": out.total_cost[rows],
+            "reimbursed_yuan": out.reimbursed[rows],
+            "out_of_pocket_yuan": np.round(out.total_cost[rows] - out.reimbursed[rows], 2),
+            "serious_illness": code.astype(np.int64),
+            "reported_date": self._lag(np.full(len(rows), end), 15, 60),
+            "_county": self._county_of_person(state, rows),
+        }
+        self._add("medical", batch)
+        # corrections: medical assistance settles later, lowering out-of-pocket
+        fix = np.flatnonzero(rng.random(len(rows)) < self.params.correction_share)
+        corrected = take(batch, fix)
+        extra = np.round(corrected["out_of_pocket_yuan"] * rng.uniform(0.1, 0.5, len(fix)), 2)
+        corrected["reimbursed_yuan"] = np.round(corrected["reimbursed_yuan"] + extra, 2)
+        corrected["out_of_pocket_yuan"] = np.round(
+            corrected["total_cost_yuan"] - corrected["reimbursed_yuan"], 2
+        )
+        corrected["reported_date"] = corrected["reported_date"] + rng.integers(20, 70, len(fix))
+        self._add("medical", corrected)
+
+    def _employment(self, state: State, out: MonthOutcome, alive: np.ndarray, start: int) -> None:
+        p, rng = state.persons, self.rng
+        age = (out.month - p.birth_month) // 12
+        rows = np.flatnonzero(alive & p.registered & (age >= 16) & (age <= 64))
+        work, employed = p.work[rows], p.employed[rows]
+        in_season = 3 <= timeutil.calendar_month(out.month) <= 11
+        status = np.select(
+            [
+                work == NO_WORK,
+                ~employed,
+                work == LOCAL,
+                work == MIGRANT,
+                work == SEASONAL,
+                work == SELF_EMPLOYED,
+                work == WELFARE_POST,
+            ],
+            [
+                EMP_NILF,
+                EMP_UNEMPLOYED,
+                EMP_EMPLOYED_LOCAL,
+                EMP_MIGRANT,
+                EMP_EMPLOYED_LOCAL if in_season else EMP_NILF,
+                EMP_SELF,
+                EMP_WELFARE,
+            ],
+            EMP_NILF,
+        )
+        paid = np.isin(status, [EMP_EMPLOYED_LOCAL, EMP_MIGRANT, EMP_WELFARE])
+        wage_known = paid & (rng.random(len(rows)) > self.params.wage_unknown_share)
+        wage = np.where(status == EMP_WELFARE, self.params.wage_public_welfare_post, p.wage[rows])
+        insurance = np.where(
+            rng.random(len(rows)) < 0.05, -1, (p.social_insurance[rows] & paid).astype(np.int8)
+        )
+        self._add(
+            "employment",
+            {
+                "person_id": rows,
+                "month": np.full(len(rows), out.month, dtype=np.int64),
+                "status": status.astype(np.int64),
+                "monthly_wage_yuan": np.where(wage_known, np.round(wage, 2), np.nan),
+                "social_insurance_paid": insurance.astype(np.int8),
+                "reported_date": self._lag(np.full(len(rows), start + 31), 0, 25),
+                "_county": self._county_of_person(state, rows),
+            },
+        )
+
+    def _education(self, state: State, out: MonthOutcome, start: int) -> None:
+        p = state.persons
+        rows = np.flatnonzero(
+            ((p.status == LIVING) & (p.school_stage >= 0) & (p.school_status == ENROLLED))
+            | out.school_changed
+        )
+        enrolled = p.school_status[rows] == ENROLLED
+        self._add(
+            "education",
+            {
+                "person_id": rows,
+                "term": np.full(len(rows), out.month, dtype=np.int64),
+                "stage": p.school_stage[rows].astype(np.int64),
+                "status": p.school_status[rows].astype(np.int64),
+                "tuition_yuan": np.where(enrolled, np.round(out.tuition[rows], 2), 0.0),
+                "aid_yuan": np.where(enrolled, np.round(out.aid[rows], 2), 0.0),
+                "reported_date": self._lag(np.full(len(rows), start), 10, 45),
+                "_county": self._county_of_person(state, rows),
+            },
+        )
+
+    def _monitoring(self, state: State, out: MonthOutcome, start: int, end: int) -> None:
+        h, rng = state.households, self.rng
+        ident = np.flatnonzero(out.identified)
+        day = rng.integers(start, end + 1, len(ident))
+        self.ident_day[ident] = day
+        elim = np.flatnonzero(out.eliminated)
+        elim_day = np.maximum(rng.integers(start, end + 1, len(elim)), self.ident_day[elim])
+        hh = np.r_[ident, elim]
+        event_day = np.r_[day, elim_day]
+        # reported within the month: monitoring decisions are entered as they are made
+        reported = np.minimum(event_day + rng.integers(0, 12, len(hh)), end)
+        self._add(
+            "monitoring_events",
+            {
+                "household_id": hh,
+                "event_date": event_day,
+                "event": np.r_[np.zeros(len(ident)), np.ones(len(elim))].astype(np.int64),
+                "category": h.category[hh].astype(np.int64),
+                "risk_types": h.risk_bits[hh].astype(np.int64),
+                "source": h.source[hh].astype(np.int64),
+                "reported_date": reported,
+                "_county": self._county_of_hh(state, hh),
+            },
+        )
+
+    def _assistance(self, state: State, out: MonthOutcome, start: int, end: int) -> None:
+        rng = self.rng
+        started = np.flatnonzero(out.assist_started)
+        day = rng.integers(start, end + 1, len(started))
+        self.spell_start_day[started] = day
+        program = out.assist_started_program[started]
+        temporary = program == TEMPORARY
+        self._add(
+            "social_assistance",
+            {
+                "household_id": started,
+                "program": program.astype(np.int64),
+                "start_date": day,
+                "end_date": np.where(temporary, day, NULL),
+                "monthly_amount_yuan": out.assist_started_amount[started].astype(np.float64),
+                "reported_date": self._lag(day, 0, 20),
+                "_county": self._county_of_hh(state, started),
+            },
+        )
+        ended = np.flatnonzero(out.assist_ended & (out.assist_ended_program != TEMPORARY))
+        start_day = self.spell_start_day[ended]
+        end_day = np.maximum(rng.integers(start, end + 1, len(ended)), start_day)
+        self._add(
+            "social_assistance",
+            {
+                "household_id": ended,
+                "program": out.assist_ended_program[ended].astype(np.int64),
+                "start_date": start_day,
+                "end_date": end_day,
+                "monthly_amount_yuan": out.assist_ended_amount[ended].astype(np.float64),
+                "reported_date": self._lag(end_day, 1, 25),
+                "_county": self._county_of_hh(state, ended),
+            },
+        )
+
+    def _income_checks(self, state: State, out: MonthOutcome, m: int) -> None:
+        h, rng = state.households, self.rng
+        annual = timeutil.calendar_month(m) == 12
+        who = (h.income_checked | h.monitored) if annual else (h.former_poor | h.monitored)
+        rows = np.flatnonzero(who & (out.members > 0))
+        sums = self.components[rows].sum(axis=1, dtype=np.float64) * rng.normal(
+            1, 0.03, (len(rows), 1)
+        )
+        wage, operating, prop, transfer, rigid = (np.round(sums[:, k], 2) for k in range(5))
+        wage, prop, transfer, rigid = (np.clip(x, 0, None) for x in (wage, prop, transfer, rigid))
+        per_capita = np.round((wage + operating + prop + transfer) / out.members[rows], 2)
+        end = int(timeutil.last_day(m))
+        reported = (
+            (end + rng.integers(10, 90, len(rows)))
+            if annual
+            else (end + rng.integers(5, 60, len(rows)))
+        )
+        self._add(
+            "income_checks",
+            {
+                "household_id": rows,
+                "period_end": np.full(len(rows), m, dtype=np.int64),
+                "per_capita_net_income_yuan": per_capita + 0.0,
+                "wage_income_yuan": wage + 0.0,
+                "operating_income_yuan": operating + 0.0,
+                "property_income_yuan": prop + 0.0,
+                "transfer_income_yuan": transfer + 0.0,
+                "rigid_expenditure_yuan": np.where(
+                    rng.random(len(rows)) < 0.05, np.nan, rigid + 0.0
+                ),
+                "reported_date": reported,
+                "_county": self._county_of_hh(state, rows),
+            },
+        )
+
+    def _agriculture(self, state: State, m: int) -> None:
+        h, rng = state.households, self.rng
+        rows = np.flatnonzero((h.land_mu > 0) | (h.livestock > 0))
+        year = int(timeutil.year_of(m))
+        support = np.where(
+            h.former_poor[rows] & (rng.random(len(rows)) < 0.4),
+            np.round(rng.uniform(500, 5000, len(rows)), 2),
+            0.0,
+        )
+        self._add(
+            "agriculture",
+            {
+                "household_id": rows,
+                "year": np.full(len(rows), year, dtype=np.int64),
+                "cultivated_land_mu": np.round(h.land_mu[rows], 1),
+                "livestock_units": np.round(h.livestock[rows], 1),
+                "cooperative_member": h.coop[rows].astype(np.int8),
+                "industry_support_yuan": support,
+                "reported_date": self._lag(
+                    np.full(len(rows), int(timeutil.first_day(m + 2))), 0, 88
+                ),
+                "_county": self._county_of_hh(state, rows),
+            },
+        )
+
+    # --- delivery --------------------------------------------------------------
+    def pop_reported(self, upto_day: int) -> dict[str, Batch]:
+        """Rows reported on or before `upto_day`, per feed (removed from the queue)."""
+        out: dict[str, Batch] = {}
+        for feed, batches in self.pending.items():
+            merged = concat(batches)
+            if not merged:
+                continue
+            due = merged["reported_date"] <= upto_day
+            if due.any():
+                out[feed] = take(merged, np.flatnonzero(due))
+            rest = np.flatnonzero(~due)
+            self.pending[feed] = [take(merged, rest)] if len(rest) else []
+        return out
+
+    def undelivered_rows(self) -> int:
+        return sum(size(b) for batches in self.pending.values() for b in batches)
+
+
+def dedupe_versions(feed: str, batch: Batch) -> Batch:
+    """Among rows of one key reported on the same day, keep the last one generated.
+
+    Only needed for history folded onto the roster day, where a record and its later
+    version would otherwise tie.
+    """
+    key = (*contract.feed(feed).key, "reported_date")
+    n = size(batch)
+    if n == 0:
+        return batch
+    columns = [batch[k] for k in reversed(key)]
+    order = np.lexsort(columns)
+    keys = np.stack([batch[k][order] for k in key], axis=1)
+    last = np.r_[np.any(keys[1:] != keys[:-1], axis=1), True]
+    keep = np.sort(order[last])
+    return take(batch, keep)
