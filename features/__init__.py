@@ -1,1 +1,45 @@
-"""features."""
+"""Point-in-time household features and labels (as of a month end T).
+
+Reads the warehouse (`doudi.warehouse` layout) only; never imports ingest,
+training or serving. Public API:
+
+- `build_features(warehouse, as_of, settings)`: keys + features + group columns.
+- `build_labels(warehouse, as_of, settings, known_by)`: scope and labels.
+- `training_table(warehouse, model_month, settings, from_month=None)`.
+- `scoring_table(warehouse, as_of, settings)`.
+- `feature_names()`, `registry.FEATURES`, `registry.REGISTRY_VERSION`.
+"""
+
+from features.labels import LABEL_COLUMNS
+from features.registry import (
+    FEATURES,
+    GROUP_COLUMNS,
+    KEY_COLUMNS,
+    REGISTRY_VERSION,
+    feature_names,
+    group_column_names,
+)
+from features.tables import (
+    build_features,
+    build_features_range,
+    build_labels,
+    mature_months,
+    scoring_table,
+    training_table,
+)
+
+__all__ = [
+    "FEATURES",
+    "GROUP_COLUMNS",
+    "KEY_COLUMNS",
+    "LABEL_COLUMNS",
+    "REGISTRY_VERSION",
+    "build_features",
+    "build_features_range",
+    "build_labels",
+    "feature_names",
+    "group_column_names",
+    "mature_months",
+    "scoring_table",
+    "training_table",
+]

@@ -1,0 +1,64 @@
+"""`doudi score` and `doudi export`: monthly scoring into the alert store, caseworker sheets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("score")
+    def score_command(
+        as_of: str = typer.Option(..., "--as-of", help="As-of month YYYY-MM (its month end)."),
+        out: Path | None = typer.Option(
+            None, "--out", help="Operator export (.csv or .parquet), keyed by the original "
+            "household number: re-identified from the vault and audited."),
+        model: str | None = typer.Option(
+            None, "--model", help="Model folder or URI (default: models:/doudi-risk@champion "
+            "in the configured MLflow tracking store)."),
+        database_url: str | None = typer.Option(
+            None, "--database-url", help="Alert store URL (default: DOUDI_DATABASE_URL, "
+            "else <home>/alerts.db)."),
+    ) -> None:
+        """Score every in-scope household, explain the alerts and add them to the store."""
+        import time
+
+        from doudi.settings import Settings
+        from serving.scoring import CHAMPION_URI, score_month
+
+        settings = Settings()
+        started = time.perf_counter()
+        run = score_month(settings, as_of, model_uri=model or CHAMPION_URI, out=out,
+                          database_url=database_url)
+        scored = run.scored
+        alerted = scored[scored["alerted"].to_numpy()] if len(scored) else scored
+        tiers = alerted["tier"].value_counts().to_dict() if len(alerted) else {}
+        sources = alerted["source"].value_counts().to_dict() if len(alerted) else {}
+        typer.echo(
+            f"{len(scored)} in-scope households scored with {run.model_version} in "
+            f"{time.perf_counter() - started:.1f}s; {len(alerted)} alert(s) "
+            f"(tiers {tiers}, sources {sources}); stored {len(run.added.created)}, "
+            f"skipped {run.added.skipped_counts()}"
+            + (f"; {run.exported_rows} rows -> {out}" if out is not None else ""))
+
+    @app.command("export")
+    def export_command(
+        township: list[str] = typer.Option(
+            ..., "--township", help="9-digit township code (repeat for several)."),
+        out_dir: Path = typer.Option(..., "--out-dir", help="Folder for the sheets."),
+        database_url: str | None = typer.Option(
+            None, "--database-url", help="Alert store URL (default: DOUDI_DATABASE_URL, "
+            "else <home>/alerts.db)."),
+    ) -> None:
+        """Caseworker sheets (xlsx + GBK CSV) of a township's new alerts; dispatches them."""
+        from doudi.settings import Settings
+        from serving.export import export_township
+        from serving.store import open_store
+
+        settings = Settings()
+        with open_store(database_url, settings=settings) as store:
+            for code in township:
+                done = export_township(store, code, settings, out_dir)
+                typer.echo(f"{code}: {done.households} household(s) -> {done.workbook.name}, "
+                           f"{done.csv.name} (audit #{done.audit_id})")

@@ -1,0 +1,180 @@
+"""Feature, label, training and scoring tables: counties in parallel, months in one read.
+
+Each county is one task (`_county_task`): it reads the county's rows once and
+computes every requested as-of month. Tasks run in a process pool of
+`settings.workers` (forked processes; results come back as frames).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from doudi.errors import UserError
+from doudi.settings import Settings
+from features.asof import (
+    counties,
+    month_end,
+    month_end_of_index,
+    month_index,
+    month_range,
+    partition_files,
+)
+from features.build import county_features, load_county, output_columns
+from features.labels import LABEL_COLUMNS, county_labels
+from features.registry import feature_names, group_column_names
+
+log = logging.getLogger(__name__)
+Task = Literal["features", "labels", "training", "scoring"]
+
+
+def _county_task(
+    warehouse: Path, county: str, months: list[date], settings: Settings, task: Task,
+    known_by: date | None,
+) -> pd.DataFrame:
+    """All requested months for one county (a pure function of the warehouse)."""
+    upto = max(known_by or months[-1], months[-1])
+    history = load_county(warehouse, county, months[0], upto)
+    frames = []
+    for as_of in months:
+        if task == "labels":
+            frames.append(county_labels(history, as_of, known_by or upto,
+                                        settings.horizon_months))
+            continue
+        feats = county_features(history, as_of, settings)
+        if task == "features":
+            frames.append(feats)
+            continue
+        labels = county_labels(history, as_of, known_by or as_of, settings.horizon_months)
+        merged = feats.merge(labels.drop(columns="as_of"), on="household_key", how="left",
+                             validate="one_to_one")
+        merged = merged[merged["in_scope"].to_numpy()].drop(columns="in_scope")
+        if task == "scoring":
+            merged = merged.drop(columns=list(LABEL_COLUMNS))
+        frames.append(merged)
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["as_of", "household_key"], kind="stable", ignore_index=True)
+
+
+def _run(
+    warehouse: Path, months: list[date], settings: Settings, task: Task,
+    known_by: date | None = None, county: str | None = None,
+) -> pd.DataFrame:
+    warehouse = Path(warehouse)
+    todo = [county] if county else counties(warehouse)
+    workers = min(settings.workers, len(todo))
+    log.info("features: %s for %d month(s), %d counties, %d workers", task, len(months),
+             len(todo), workers)
+    if workers <= 1:
+        parts = [_county_task(warehouse, c, months, settings, task, known_by) for c in todo]
+    else:
+        # fork: no per-task import cost and no `if __name__ == "__main__"` trap for callers'
+        # scripts. Safe here because features never keeps a DuckDB connection (and its
+        # threads) open between calls; spawn where fork does not exist.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(_county_task, warehouse, c, months, settings, task, known_by)
+                       for c in todo]
+            parts = [fut.result() for fut in futures]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return _empty(task)
+    # Counties in code order, each sorted by (as_of, household_key): deterministic without a
+    # global sort (which would copy the whole table once more).
+    return pd.concat(parts, ignore_index=True)
+
+
+def _empty(task: Task) -> pd.DataFrame:
+    if task == "labels":
+        return pd.DataFrame(columns=["household_key", "as_of", "in_scope", *LABEL_COLUMNS])
+    columns = output_columns()
+    if task == "training":
+        columns = [*columns, *LABEL_COLUMNS]
+    return pd.DataFrame(columns=columns)
+
+
+# -- public API --------------------------------------------------------------------------
+def build_features(
+    warehouse: Path, as_of: str | date, settings: Settings, county: str | None = None,
+) -> pd.DataFrame:
+    """Features of every roster household at month end `as_of` (keys, features, groups)."""
+    return _run(warehouse, [month_end(as_of)], settings, "features", county=county)
+
+
+def build_features_range(
+    warehouse: Path, first: str | date, last: str | date, settings: Settings,
+) -> pd.DataFrame:
+    """Features for every month end from `first` to `last` (one read per county)."""
+    return _run(warehouse, month_range(first, last), settings, "features")
+
+
+def build_labels(
+    warehouse: Path, as_of: str | date, settings: Settings,
+    known_by: str | date | None = None,
+) -> pd.DataFrame:
+    """Scope and labels at `as_of` from monitoring events reported by `known_by`
+    (default: everything in the warehouse)."""
+    t = month_end(as_of)
+    known = month_end(known_by) if known_by is not None else date(9999, 12, 31)
+    return _run(warehouse, [t], settings, "labels", known_by=known)
+
+
+def mature_months(model_month: str | date, settings: Settings,
+                  from_month: str | date) -> list[date]:
+    """As-of months T from `from_month` with T + horizon + allowance <= the model month."""
+    last = month_index(month_end(model_month)) - settings.horizon_months \
+        - settings.label_allowance_months
+    first = month_index(month_end(from_month))
+    if last < first:
+        raise UserError(
+            f"no mature as-of month between {from_month} and model month {model_month} "
+            f"(horizon {settings.horizon_months} + allowance "
+            f"{settings.label_allowance_months} months)")
+    return month_range(month_end(from_month), month_end_of_index(last))
+
+
+def _first_roster_month(warehouse: Path) -> date:
+    files = partition_files(Path(warehouse), "households", None, date(9999, 12, 31))
+    if not files:
+        raise UserError(f"no households rows in the warehouse {warehouse}")
+    months = sorted(Path(f).parent.name.removeprefix("reported_month=") for f in files)
+    return month_end(months[0])
+
+
+def training_table(
+    warehouse: Path, model_month: str, settings: Settings, from_month: str | None = None,
+) -> pd.DataFrame:
+    """In-scope households x mature as-of months: features, labels, group columns.
+
+    Only rows reported by the model month are read; features at T only use rows
+    reported by T. `from_month` defaults to the first month with roster rows.
+    """
+    first = month_end(from_month) if from_month else _first_roster_month(warehouse)
+    months = mature_months(model_month, settings, first)
+    return _run(warehouse, months, settings, "training", known_by=month_end(model_month))
+
+
+def scoring_table(warehouse: Path, as_of: str | date, settings: Settings) -> pd.DataFrame:
+    """In-scope households at `as_of` with their features (and group columns)."""
+    return _run(warehouse, [month_end(as_of)], settings, "scoring")
+
+
+__all__ = [
+    "build_features",
+    "build_features_range",
+    "build_labels",
+    "feature_names",
+    "group_column_names",
+    "mature_months",
+    "scoring_table",
+    "training_table",
+]

@@ -1,0 +1,62 @@
+"""The alert store: alerts, their lifecycle, verdicts, referrals and the export audit.
+
+Public API (import from here):
+    open_store(url=None, *, settings=None, clock=...) -> AlertStore   (migrates to head)
+    AlertStore.add_alerts / dispatch / record_verdict / refer / update_referral /
+        close / record_export / get / open_household_keys
+    NewAlert, Reason, AddReport, SkipReason, ReferralOutcome, Status
+    list_alerts, alerts_for_export, verdict_labels, duplicate_assistance, omissions
+    import_feedback, read_feedback
+"""
+
+from serving.store.feedback import FeedbackError, ImportReport, import_feedback, read_feedback
+from serving.store.lifecycle import IllegalTransitionError, Status
+from serving.store.reports import (
+    DEFAULT_OMISSION_AFTER_DAYS,
+    alerts_for_export,
+    duplicate_assistance,
+    list_alerts,
+    omissions,
+    verdict_labels,
+)
+from serving.store.store import (
+    AddReport,
+    AlertNotFoundError,
+    AlertRecord,
+    AlertStore,
+    NewAlert,
+    Reason,
+    ReferralOutcome,
+    Skipped,
+    SkipReason,
+    VerdictConflictError,
+    default_url,
+    open_store,
+)
+
+__all__ = [
+    "DEFAULT_OMISSION_AFTER_DAYS",
+    "AddReport",
+    "AlertNotFoundError",
+    "AlertRecord",
+    "AlertStore",
+    "FeedbackError",
+    "IllegalTransitionError",
+    "ImportReport",
+    "NewAlert",
+    "Reason",
+    "ReferralOutcome",
+    "SkipReason",
+    "Skipped",
+    "Status",
+    "VerdictConflictError",
+    "alerts_for_export",
+    "default_url",
+    "duplicate_assistance",
+    "import_feedback",
+    "list_alerts",
+    "omissions",
+    "open_store",
+    "read_feedback",
+    "verdict_labels",
+]

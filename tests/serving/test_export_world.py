@@ -1,0 +1,58 @@
+"""A tiny workspace for the scoring/export tests: warehouse roster in two townships and
+the vault holding the original household numbers and the heads' ID numbers."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from doudi.idnumber import id_problem, make_id
+from doudi.settings import Settings
+from ingest import vault
+from tests.features.warehouse_fixture import Warehouse
+
+TOWNSHIP_A = "620102001"
+TOWNSHIP_B = "620102002"
+D_GRADE_HOUSE = "h_0000000000000000000a"  # in township B: the housing rule fires
+# household_key -> (village, original household number, head person key, head ID number)
+HOUSEHOLDS: dict[str, tuple[str, str, str, str]] = {
+    f"h_{i:020x}": (
+        village, f"62010200{i:04d}", f"p_{i:020x}",
+        make_id("620102", date(1960 + i, 1 + i % 12, 1 + i), 2 * i + 1),
+    )
+    for i, village in enumerate(
+        [TOWNSHIP_A + "001"] * 4 + [TOWNSHIP_A + "002"] * 3 + [TOWNSHIP_B + "001"] * 5)
+}
+
+
+def write_world(home: Path) -> Settings:
+    """Warehouse (households + persons) and vault for HOUSEHOLDS under `home`."""
+    settings = Settings(home=home, workers=1, operator="clerk01")
+    w = Warehouse(settings.warehouse_dir)
+    for key, (village, _number, head, person_id) in HOUSEHOLDS.items():
+        w.add("households", household_key=key, head_person_key=head, village_code=village,
+              reported_date="2026-01-05")
+        w.add("persons", person_key=head, household_key=key, birth_date=person_id[6:10]
+              + "-" + person_id[10:12] + "-" + person_id[12:14], reported_date="2026-01-05")
+    w.add("housing", household_key=D_GRADE_HOUSE, assessed_date="2026-03-10",
+          safety_grade="D", reported_date="2026-03-15")
+    w.write()
+    vault.ensure_private_dir(settings.vault_dir)
+    for name, rows in (
+        (vault.HOUSEHOLDS, [{"household_key": k, "household_id": v[1]}
+                            for k, v in HOUSEHOLDS.items()]),
+        (vault.PERSONS, [{"person_key": v[2], "person_id": v[3]} for v in HOUSEHOLDS.values()]),
+    ):
+        folder = settings.vault_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=vault.SCHEMAS[name]),
+                       folder / "part-test.parquet")
+    return settings
+
+
+def test_world_ids_are_valid() -> None:
+    assert all(id_problem(v[3]) is None for v in HOUSEHOLDS.values())
+    assert len({v[1] for v in HOUSEHOLDS.values()}) == len(HOUSEHOLDS)

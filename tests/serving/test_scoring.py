@@ -1,0 +1,217 @@
+"""Scoring: tiers within capacity, types, departments, rules vs model, and `doudi score`."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from doudi.model_artifact import ModelArtifact
+from doudi.settings import Settings, TierSettings
+from serving import routing
+from serving.scoring import (
+    TIER_NONE,
+    assign_tiers,
+    score,
+    select_types,
+    to_new_alerts,
+)
+from serving.store import list_alerts, open_store
+from serving.store.models import ExportAudit
+from tests.serving.test_export_world import D_GRADE_HOUSE, HOUSEHOLDS, write_world
+from tests.serving.test_scoring_fixtures import AS_OF, feature_frame, train_artifact
+
+SEVERITY = {"red": 3, "orange": 2, "yellow": 1, TIER_NONE: 0}
+
+
+@cache
+def typed_model() -> ModelArtifact:
+    return train_artifact(feature_frame(400), rounds=25, with_types=True)
+
+
+@cache
+def plain_model() -> ModelArtifact:
+    return train_artifact(feature_frame(400), rounds=25)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    risk=st.lists(st.floats(0, 1), min_size=1, max_size=300),
+    capacity=st.floats(0.5, 20),
+    red=st.floats(0.5, 5), orange=st.floats(0.5, 10), yellow=st.floats(0.5, 15),
+    red_min=st.floats(0, 1), min_alert=st.floats(0, 0.2),
+)
+def test_tiers_respect_capacity_and_rank(risk: list[float], capacity: float, red: float,
+                                         orange: float, yellow: float, red_min: float,
+                                         min_alert: float) -> None:
+    s = Settings(capacity_pct=capacity, tiers=TierSettings(
+        red_top_pct=red, orange_top_pct=orange, yellow_top_pct=yellow, red_min_risk=red_min,
+        min_alert_risk=min_alert))
+    r = np.array(risk)
+    rank, tier = assign_tiers(r, s)
+    n = len(r)
+    alerted = tier != TIER_NONE
+    assert alerted.sum() <= math.ceil(n * min(capacity, yellow) / 100)
+    assert sorted(rank.tolist()) == list(range(1, n + 1))
+    assert not (alerted & (r < min_alert)).any()
+    # A higher rank never has a milder tier.
+    by_rank = np.array([SEVERITY[t] for t in tier])[np.argsort(rank)]
+    assert (np.diff(by_rank) <= 0).all()
+    assert (tier == "red").sum() <= max(math.ceil(n * red / 100), (alerted & (r >= red_min)).sum())
+    assert set(np.argsort(-r, kind="stable")[: alerted.sum()]) == set(np.flatnonzero(alerted)) \
+        or len(set(r)) < n  # ties may swap equal risks
+
+
+def test_tiers_hand_computed() -> None:
+    def tiers(red_min_risk: float) -> list[str]:
+        s = Settings(capacity_pct=5, tiers=TierSettings(
+            red_top_pct=1, orange_top_pct=3, yellow_top_pct=5, red_min_risk=red_min_risk,
+            min_alert_risk=0.02))
+        head = [0.95, 0.4, 0.39, 0.38, 0.37, 0.36, 0.35, 0.34, 0.015, 0.014]
+        risk = np.array(head + [0.01] * 190)  # 200 households: red 2, orange 6, capacity 10
+        rank, tier = assign_tiers(risk, s)
+        assert rank[:10].tolist() == list(range(1, 11))
+        return tier[:12].tolist()
+
+    assert tiers(0.9) == ["red", "red", "orange", "orange", "orange", "orange", "yellow",
+                          "yellow", "none", "none", "none", "none"]
+    # Risk at or above red_min_risk is red whatever the rank (within capacity).
+    assert tiers(0.3) == ["red"] * 8 + ["none"] * 4
+
+
+def test_type_selection_threshold_and_fallback() -> None:
+    picked = select_types({"illness": np.array([0.9, 0.2, 0.6]),
+                           "housing": np.array([0.7, 0.3, 0.1]),
+                           "not_a_type": np.array([1.0, 1.0, 1.0])})
+    assert picked == [("illness", "housing"), ("housing",), ("illness",)]
+
+
+def test_score_rows_columns_and_provenance() -> None:
+    frame = feature_frame(400, seed=3)
+    frame.loc[0, "housing_safety_level"] = 4.0
+    s = Settings(workers=1)
+    out = score(frame, typed_model(), s, AS_OF)
+    assert len(out) == len(frame) and out["household_key"].tolist() == \
+        frame["household_key"].tolist()
+    assert (out["as_of"] == AS_OF).all()
+    assert (out["model_version"] == "doudi-risk/7").all()
+    np.testing.assert_allclose(out["risk"], typed_model().predict_proba(frame))
+    model_alert = out["source"].isin(["model", "both"])
+    rules_fired = out["rule_triggers"].map(len) > 0
+    assert (out["alerted"] == (model_alert | rules_fired)).all()
+    assert (out.loc[rules_fired & ~model_alert, "source"] == "rules").all()
+    assert (out.loc[rules_fired & model_alert, "source"] == "both").all()
+    assert model_alert.sum() <= math.ceil(len(frame) * s.capacity_pct / 100)
+    assert "R_HOUSE_D" in out.loc[0, "rule_triggers"] and "housing" in out.loc[0, "risk_types"]
+    for row in out.itertuples():
+        assert set(row.rule_risk_types) <= set(row.risk_types)
+        assert set(row.model_risk_types) <= set(row.risk_types)
+        assert tuple(row.departments) == routing.departments_for(row.risk_types)
+        if row.alerted:
+            assert row.tier in ("red", "orange", "yellow")
+            assert len(row.reasons) <= s.max_reasons
+        else:
+            assert row.tier == TIER_NONE and row.reasons == [] and row.risk_types == ()
+        if row.source in ("model", "both"):
+            assert row.model_risk_types  # from the per-type models
+            assert row.reasons  # a model alert always has a risk-raising reason
+    assert set(out.loc[model_alert, "model_risk_types"].explode()) <= {"illness", "housing"}
+
+
+def test_without_type_models_types_come_from_reason_groups() -> None:
+    out = score(feature_frame(400, seed=3), plain_model(), Settings(workers=1), AS_OF)
+    modelled = out[out["source"].isin(["model", "both"])]
+    assert len(modelled)
+    for row in modelled.itertuples():
+        groups = [r.group_key for r in row.reasons]
+        if "medical_oop" in groups:
+            assert "illness" in row.model_risk_types
+
+
+def test_alerts_go_into_the_store(tmp_path: Path) -> None:
+    out = score(feature_frame(400, seed=3), typed_model(), Settings(workers=1), AS_OF)
+    alerts = to_new_alerts(out)
+    assert len(alerts) == int(out["alerted"].sum())
+    with open_store(f"sqlite:///{tmp_path / 'alerts.db'}") as store:
+        report = store.add_alerts(alerts)
+        assert len(report.created) == len(alerts)
+        stored = store.get(report.created[0])
+        assert stored.model_version == "doudi-risk/7" and stored.as_of == AS_OF
+        assert stored.reasons and stored.reasons[0].scale == "probability points"
+        again = store.add_alerts(to_new_alerts(out))  # idempotent re-run
+        assert not again.created
+
+
+def test_score_command_end_to_end(tmp_path: Path) -> None:
+    from doudi.cli import app
+
+    settings = write_world(tmp_path / "ws")
+    model_dir = typed_model().save(tmp_path / "model")
+    out = tmp_path / "out" / "scores.csv"
+    env = {"DOUDI_HOME": str(settings.home), "DOUDI_WORKERS": "1", "DOUDI_OPERATOR": "clerk01",
+           "DOUDI_CAPACITY_PCT": "20", "DOUDI_TIERS__YELLOW_TOP_PCT": "20",
+           "DOUDI_TIERS__MIN_ALERT_RISK": "0"}
+    result = CliRunner().invoke(app, ["score", "--as-of", "2026-06", "--model",
+                                      str(model_dir), "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    exported = pd.read_csv(out, dtype={"household_id": str})
+    assert sorted(exported["household_id"]) == sorted(v[1] for v in HOUSEHOLDS.values())
+    assert list(exported.columns) == ["household_id", "as_of", "risk", "tier", "risk_types",
+                                      "departments", "reasons", "rule_triggers",
+                                      "model_version"]
+    assert not any(k in out.read_text(encoding="utf-8") for k in HOUSEHOLDS)  # no pseudonyms
+    assert (out.stat().st_mode & 0o777) == 0o600
+    d_house = exported[exported["household_id"] == HOUSEHOLDS[D_GRADE_HOUSE][1]].iloc[0]
+    assert "R_HOUSE_D" in d_house["rule_triggers"] and "housing" in d_house["departments"]
+    with open_store(settings=Settings(home=settings.home)) as store:
+        alerts = list_alerts(store)
+        assert len(alerts) == int((exported["tier"] != TIER_NONE).sum()) >= 3  # 20% of 12 + rule
+        assert set(alerts["as_of"].astype(str)) == {"2026-06-30"}
+        with store.transaction() as session:
+            audits = session.scalars(select(ExportAudit)).all()
+        assert {a.township_code: a.household_count for a in audits} == {"620102001": 7,
+                                                                          "620102002": 5}
+        assert {a.actor for a in audits} == {"clerk01"}
+        assert {a.file_path for a in audits} == {str(out)}
+    vault_log = (settings.vault_dir / "audit.jsonl").read_text(encoding="utf-8")
+    assert "operator score export" in vault_log
+
+
+def test_score_command_without_a_model_is_a_user_error(tmp_path: Path) -> None:
+    from doudi.cli import app
+
+    result = CliRunner().invoke(app, ["score", "--as-of", "2026-06", "--model",
+                                      str(tmp_path / "none")],
+                                env={"DOUDI_HOME": str(tmp_path / "ws")})
+    assert result.exit_code != 0
+    assert "no such model folder" in str(result.exception)
+
+
+@pytest.mark.parametrize("suffix", [".parquet"])
+def test_operator_export_parquet(tmp_path: Path, suffix: str) -> None:
+    from serving.export import write_operator_export
+
+    settings = write_world(tmp_path / "ws")
+    frame = feature_frame(len(HOUSEHOLDS), seed=5)
+    frame["household_key"] = list(HOUSEHOLDS)
+    frame["village_code"] = [v[0] for v in HOUSEHOLDS.values()]
+    out = score(frame, typed_model(), settings, AS_OF)
+    path = tmp_path / f"scores{suffix}"
+    with open_store(settings=settings) as store:
+        assert write_operator_export(out, path, settings, store) == len(HOUSEHOLDS)
+    back = pd.read_parquet(path)
+    assert set(back["household_id"]) == {v[1] for v in HOUSEHOLDS.values()}
+
+
+def test_a_frame_of_another_month_is_refused() -> None:
+    with pytest.raises(ValueError, match="2026-06-30"):
+        score(feature_frame(20), plain_model(), Settings(workers=1), date(2026, 5, 31))
