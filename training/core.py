@@ -1,0 +1,581 @@
+"""The data-agnostic training core: any feature table, binary labels, a time index.
+
+Scheme (see docs/training.md):
+  periods = sorted distinct values of `time`; the last n_folds * fold_periods periods form
+  n_folds consecutive blocks. Block k is validated by a model trained on the periods before
+  it (minus `gap_periods`, the label horizon); the last block is the out-of-time TEST.
+  Every booster early-stops on its own latest training periods (an inner later slice).
+  Calibration is fitted on out-of-time margins of the cross-validation folds: each method is
+  fitted on the earlier folds and scored on the latest CV fold (Brier, then ECE); the winner
+  is refitted on all CV margins and applied to the EVALUATED model (trained on everything
+  before the test block minus the gap). The test block is never used to fit, stop or
+  calibrate that model. The PRODUCTION model is then trained on every period with the
+  evaluated model's number of rounds, and its calibrator refitted on all out-of-time
+  margins (CV folds + test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time as _time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from doudi.model_artifact import (
+    FeatureSpec,
+    ModelArtifact,
+    category_strings,
+    encode_frame,
+)
+from training import calibration as calib
+from training import metrics
+from training.fairness import FairnessReport, fairness_report
+
+log = logging.getLogger(__name__)
+
+RuleScore = Callable[[pd.DataFrame], Any] | pd.Series | np.ndarray
+
+
+class TrainConfig(BaseModel):
+    """Everything that shapes a training run (logged as MLflow params)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # folds
+    n_folds: int = Field(default=3, ge=3, description="Rolling-origin blocks incl. the test block.")
+    fold_periods: int = Field(default=1, ge=1, description="Periods per validation/test block.")
+    gap_periods: int = Field(default=0, ge=0,
+                             description="Periods skipped before a block (label horizon).")
+    early_stopping_periods: int = Field(default=1, ge=1, description="Latest train periods for ES.")
+    # evaluation
+    k_pct: float = Field(default=5.0, gt=0, le=100,
+                         description="Top k% flagged for precision/recall.")
+    n_bins: int = Field(default=20, ge=2, description="Equal-frequency bins for ECE.")
+    calibration: Literal["auto", "isotonic", "platt", "identity"] = "auto"
+    # LightGBM
+    imbalance: Literal["none", "scale_pos_weight", "is_unbalance"] = "none"
+    # 1 by default: on a shared 2-core box, 2 OpenMP threads ran 8x slower than 1 (measured).
+    num_threads: int = Field(default=1, ge=1)
+    num_leaves: int = Field(default=31, ge=2)
+    max_depth: int = Field(default=5, ge=-1)
+    learning_rate: float = Field(default=0.05, gt=0)
+    n_estimators: int = Field(default=1000, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    early_stopping_metric: Literal["binary_logloss", "auc", "average_precision"] = (
+        "binary_logloss")
+    min_child_samples: int = Field(default=100, ge=1)
+    feature_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_freq: int = Field(default=1, ge=0)
+    lambda_l2: float = Field(default=1.0, ge=0)
+    max_bin: int = Field(default=255, ge=2)
+    seed: int = 0
+    negative_sample_rate: float = Field(
+        default=1.0, gt=0, le=1,
+        description="Share of negative rows each booster fits on (all positives kept); "
+                    "the out-of-time calibration absorbs the shifted base rate.")
+    # tiny random search (no Optuna): trials scored by PR-AUC on the latest CV fold
+    search_trials: int = Field(default=0, ge=0)
+    search_budget_seconds: float = Field(default=120.0, gt=0)
+    # baselines
+    logistic_baseline: bool = True
+    baseline_max_rows: int = Field(default=200_000, ge=100)
+    # hardship types
+    type_min_positives: int = Field(default=20, ge=1)
+    type_num_leaves: int = Field(default=15, ge=2)
+    type_n_estimators: int = Field(default=150, ge=1)
+    # fairness
+    fairness_tau: float = Field(default=0.8, gt=0, le=1)
+    fairness_min_size: int = Field(default=30, ge=1)
+    fairness_min_positives: int = Field(default=5, ge=0)
+    fairness_reference: dict[str, str] = Field(default_factory=dict)
+    # provenance
+    feature_registry_version: str = "unversioned"
+
+    def lgb_params(self, **overrides: Any) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "max_depth": self.max_depth,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": self.bagging_freq,
+            "lambda_l2": self.lambda_l2,
+            "max_bin": self.max_bin,
+            "num_threads": self.num_threads,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "verbosity": -1,
+            "metric": self.early_stopping_metric,
+        }
+        if self.imbalance == "is_unbalance":
+            params["is_unbalance"] = True
+        params.update(overrides)
+        return params
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Period indices (into the sorted distinct periods) of one rolling-origin fold."""
+
+    index: int
+    fit_periods: tuple[int, int]  # [start, end) periods the booster is fitted on
+    stop_periods: tuple[int, int]  # [start, end) inner later slice for early stopping
+    valid_periods: tuple[int, int]  # [start, end) the block evaluated
+    is_test: bool
+
+
+def make_folds(n_periods: int, config: TrainConfig) -> list[Fold]:
+    """Rolling-origin folds; raises ValueError when there are too few periods."""
+    blocks = config.n_folds * config.fold_periods
+    first_valid = n_periods - blocks
+    needed = blocks + config.gap_periods + config.early_stopping_periods + 1
+    if first_valid - config.gap_periods - config.early_stopping_periods < 1:
+        raise ValueError(
+            f"{n_periods} distinct periods are too few: {config.n_folds} folds x "
+            f"{config.fold_periods} period(s) + gap {config.gap_periods} + early-stopping "
+            f"{config.early_stopping_periods} + 1 fitting period need {needed}"
+        )
+    folds = []
+    for k in range(config.n_folds):
+        start = first_valid + k * config.fold_periods
+        train_end = start - config.gap_periods
+        stop_start = train_end - config.early_stopping_periods
+        folds.append(Fold(k, (0, stop_start), (stop_start, train_end),
+                          (start, start + config.fold_periods), k == config.n_folds - 1))
+    return folds
+
+
+def feature_specs(X: pd.DataFrame) -> tuple[FeatureSpec, ...]:
+    """Numeric/bool columns stay numeric; category, string and object columns are categorical."""
+    specs = []
+    for name in X.columns:
+        col = X[name]
+        dtype = col.dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            levels = tuple(category_strings(pd.Series(dtype.categories)).tolist())
+            specs.append(FeatureSpec(str(name), "categorical", "category", levels))
+        elif pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+            specs.append(FeatureSpec(str(name), "numeric", str(dtype)))
+        elif pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
+            levels = tuple(sorted(category_strings(col).dropna().unique().tolist()))
+            specs.append(FeatureSpec(str(name), "categorical", str(dtype), levels))
+        else:
+            raise ValueError(f"feature column {name!r} has unsupported dtype {dtype}; "
+                             "convert datetimes to numbers (e.g. months since an event)")
+    return tuple(specs)
+
+
+def data_fingerprint(X: pd.DataFrame, y: pd.Series, time: pd.Series,
+                     config: TrainConfig | None = None) -> str:
+    """SHA-256 over the values of X, y, time (not the index) and the config."""
+    h = hashlib.sha256()
+    h.update(",".join(map(str, X.columns)).encode())
+    for frame in (X, y.to_frame(), time.to_frame()):
+        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    if config is not None:
+        h.update(config.model_dump_json().encode())
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class FitResult:
+    """The calibrated production model plus everything learned while evaluating it."""
+
+    artifact: ModelArtifact  # production: trained on every period
+    evaluated_artifact: ModelArtifact  # trained before the test block; the one evaluated
+    test_metrics: dict[str, float]
+    comparison: pd.DataFrame  # test block: model vs baselines, side by side
+    fold_metrics: pd.DataFrame  # every fold x scorer
+    calibration: dict[str, Any]
+    calibration_curve: pd.DataFrame
+    test_mask: np.ndarray
+    test_probability: np.ndarray
+    test_periods: list[str]
+    fairness: FairnessReport | None
+    lead_time: metrics.LeadTime | None
+    type_metrics: pd.DataFrame
+    feature_importance: pd.DataFrame
+    config: TrainConfig
+    params: dict[str, Any]
+    fingerprint: str
+    search: pd.DataFrame | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _rows(period_idx: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+    return np.flatnonzero((period_idx >= span[0]) & (period_idx < span[1]))
+
+
+def _train_booster(Xm: np.ndarray, y: np.ndarray, fit_rows: np.ndarray,
+                   stop_rows: np.ndarray | None, params: dict[str, Any], cat_idx: list[int],
+                   config: TrainConfig, num_rounds: int | None = None) -> lgb.Booster:
+    """Fit one booster; early-stops on `stop_rows` unless a fixed `num_rounds` is given."""
+    if config.negative_sample_rate < 1.0:
+        # Negative downsampling for speed at ~3% positives; a fixed seed keeps reruns equal.
+        rng = np.random.default_rng(config.seed)
+        keep = (y[fit_rows] == 1) | (rng.random(len(fit_rows)) < config.negative_sample_rate)
+        fit_rows = fit_rows[keep]
+    fit_y = y[fit_rows]
+    p = dict(params)
+    if config.imbalance == "scale_pos_weight":
+        pos = max(float(fit_y.sum()), 1.0)
+        p["scale_pos_weight"] = (len(fit_y) - pos) / pos
+    train_set = lgb.Dataset(Xm[fit_rows], label=fit_y, categorical_feature=cat_idx,
+                            free_raw_data=True, params={"max_bin": config.max_bin})
+    if num_rounds is not None or stop_rows is None or len(stop_rows) == 0:
+        return lgb.train(p, train_set, num_boost_round=num_rounds or config.n_estimators)
+    stop_set = lgb.Dataset(Xm[stop_rows], label=y[stop_rows], reference=train_set,
+                           categorical_feature=cat_idx)
+    booster = lgb.train(
+        p, train_set, num_boost_round=config.n_estimators, valid_sets=[stop_set],
+        valid_names=["stop"],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True,
+                                      verbose=False)],
+    )
+    # Keep only the best rounds so the saved model is the early-stopped one.
+    best = booster.best_iteration or booster.current_iteration()
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+
+class _LogisticBaseline:
+    """Logistic regression: median imputation + scaling for numerics, one-hot categoricals."""
+
+    def __init__(self, specs: tuple[FeatureSpec, ...], config: TrainConfig) -> None:
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        num = [i for i, s in enumerate(specs) if s.kind == "numeric"]
+        cat = [i for i, s in enumerate(specs) if s.kind == "categorical"]
+        transformers: list[tuple[str, Any, list[int]]] = []
+        if num:
+            transformers.append(("num", make_pipeline(
+                SimpleImputer(strategy="median", add_indicator=True,
+                              keep_empty_features=True), StandardScaler()), num))
+        if cat:
+            # Codes with NaN mapped to -1 so "missing" is its own one-hot level.
+            transformers.append(("cat", make_pipeline(
+                SimpleImputer(strategy="constant", fill_value=-1.0, keep_empty_features=True),
+                OneHotEncoder(handle_unknown="ignore", max_categories=30)), cat))
+        self.pipeline = make_pipeline(ColumnTransformer(transformers),
+                                      LogisticRegression(max_iter=300))
+        self.config = config
+
+    def fit(self, Xm: np.ndarray, y: np.ndarray, rows: np.ndarray) -> _LogisticBaseline:
+        if len(rows) > self.config.baseline_max_rows:
+            rng = np.random.default_rng(self.config.seed)
+            rows = np.sort(rng.choice(rows, self.config.baseline_max_rows, replace=False))
+        self.pipeline.fit(Xm[rows], y[rows])
+        return self
+
+    def predict(self, Xm: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.pipeline.predict_proba(Xm[rows])[:, 1])
+
+
+def _rule_arrays(rule_scores: Mapping[str, RuleScore] | None, X: pd.DataFrame
+                 ) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, rule in (rule_scores or {}).items():
+        values = rule(X) if callable(rule) else rule
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.shape != (len(X),):
+            raise ValueError(f"rule baseline {name!r} gave shape {arr.shape}, need ({len(X)},)")
+        out[name] = np.nan_to_num(arr, nan=-np.inf)
+    return out
+
+
+def _score_row(scorer: str, fold: Fold, y: np.ndarray, p: np.ndarray, config: TrainConfig,
+               probabilities: bool) -> dict[str, Any]:
+    summary = metrics.binary_summary(y, p, config.k_pct, config.n_bins, probabilities)
+    return {"fold": fold.index, "is_test": fold.is_test, "scorer": scorer, **summary}
+
+
+def _random_params(rng: np.random.Generator) -> dict[str, Any]:
+    return {
+        "num_leaves": int(rng.choice([15, 31, 63])),
+        "max_depth": int(rng.choice([4, 5, 6])),
+        "learning_rate": float(rng.choice([0.03, 0.05, 0.1])),
+        "min_child_samples": int(rng.choice([20, 50, 100, 200])),
+        "feature_fraction": float(rng.choice([0.6, 0.8, 1.0])),
+        "lambda_l2": float(rng.choice([0.0, 1.0, 10.0])),
+    }
+
+
+def _search(Xm: np.ndarray, y: np.ndarray, period_idx: np.ndarray, fold: Fold,
+            cat_idx: list[int], config: TrainConfig) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Tiny random search under a time budget, scored by PR-AUC on one CV fold."""
+    rng = np.random.default_rng(config.seed)
+    start = _time.perf_counter()
+    fit_rows, stop_rows = _rows(period_idx, fold.fit_periods), _rows(period_idx, fold.stop_periods)
+    valid_rows = _rows(period_idx, fold.valid_periods)
+    trials = []
+    for t in range(config.search_trials + 1):
+        if t and _time.perf_counter() - start > config.search_budget_seconds:
+            break
+        overrides = {} if t == 0 else _random_params(rng)  # trial 0 = the configured params
+        booster = _train_booster(Xm, y, fit_rows, stop_rows, config.lgb_params(**overrides),
+                                 cat_idx, config)
+        score = metrics.pr_auc(y[valid_rows], booster.predict(Xm[valid_rows], raw_score=True))
+        trials.append({"trial": t, **overrides, "pr_auc": score,
+                       "rounds": booster.current_iteration()})
+    table = pd.DataFrame(trials)
+    best = table.iloc[int(np.argmax(table["pr_auc"].fillna(-1).to_numpy()))]
+    keys = [k for k in _random_params(rng) if k in table.columns and not pd.isna(best.get(k))]
+    return {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in keys}, table
+
+
+def _type_models(Xm: np.ndarray, y: np.ndarray, type_labels: pd.DataFrame | None,
+                 train_rows: np.ndarray, test_rows: np.ndarray, cat_idx: list[int],
+                 config: TrainConfig) -> tuple[dict[str, lgb.Booster], pd.DataFrame]:
+    """One small booster per risk type on identified rows: P(type | identified, x)."""
+    if type_labels is None or type_labels.empty:
+        return {}, pd.DataFrame(columns=["risk_type", "status"])
+    params = config.lgb_params(num_leaves=config.type_num_leaves, learning_rate=0.05,
+                               min_child_samples=10, metric="binary_logloss")
+    params.pop("scale_pos_weight", None)
+    pos_train = train_rows[y[train_rows] == 1]
+    pos_test = test_rows[y[test_rows] == 1]
+    pos_all = np.flatnonzero(y == 1)
+    models: dict[str, lgb.Booster] = {}
+    rows = []
+    for column in type_labels.columns:
+        name = str(column).removeprefix("label_")
+        t = type_labels[column].fillna(0).to_numpy(dtype=np.float64)
+        n_train, n_test = int(t[pos_train].sum()), int(t[pos_test].sum())
+        row: dict[str, Any] = {"risk_type": name, "positives_train": n_train,
+                               "positives_test": n_test, "identified_train": len(pos_train)}
+        lacking = min(n_train, len(pos_train) - n_train)
+        if lacking < config.type_min_positives:
+            row.update(status=f"skipped: {lacking} rows in the rarer class "
+                       f"(< {config.type_min_positives})", roc_auc=math.nan)
+            rows.append(row)
+            continue
+        evaluated = lgb.train(params, lgb.Dataset(Xm[pos_train], label=t[pos_train],
+                                                  categorical_feature=cat_idx),
+                              num_boost_round=config.type_n_estimators)
+        row["roc_auc"] = (metrics.roc_auc(t[pos_test], evaluated.predict(Xm[pos_test]))
+                          if len(pos_test) else math.nan)
+        row["status"] = "trained"
+        models[name] = lgb.train(params, lgb.Dataset(Xm[pos_all], label=t[pos_all],
+                                                     categorical_feature=cat_idx),
+                                 num_boost_round=config.type_n_estimators)
+        rows.append(row)
+    return models, pd.DataFrame(rows)
+
+
+def _ordinal(value: Any) -> float:
+    """A period as a number comparable across runs (months for datetimes)."""
+    return float(metrics.month_ordinal(pd.Series([value]))[0])
+
+
+def _as_json_time(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def fit_evaluate(
+    X: pd.DataFrame,
+    y: pd.Series,
+    time: pd.Series,
+    *,
+    config: TrainConfig | None = None,
+    groups: pd.DataFrame | None = None,
+    household: pd.Series | None = None,
+    type_labels: pd.DataFrame | None = None,
+    rule_scores: Mapping[str, RuleScore] | None = None,
+    as_of: str | None = None,
+) -> FitResult:
+    """Cross-validate over time, calibrate out of time, evaluate on the latest block, refit.
+
+    X: features (numeric, bool, category/str/object; missing values allowed). y: 0/1.
+    time: as-of period (datetime, Period or any sortable value; fold ids work too).
+    groups: fairness attributes (one column each). household: ids for lead time.
+    type_labels: 0/1 columns per hardship type (name `label_<type>`). rule_scores: named
+    rule baselines, a score per row or a callable on X. All inputs align by position.
+    """
+    config = config or TrainConfig()
+    timings: dict[str, float] = {}
+    clock = _time.perf_counter()
+    n = len(X)
+    for name, other in (("y", y), ("time", time), ("groups", groups), ("household", household),
+                        ("type_labels", type_labels)):
+        if other is not None and len(other) != n:
+            raise ValueError(f"{name} has {len(other)} rows but X has {n}")
+    y_arr = pd.Series(y).to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isnan(y_arr).any() or not np.isin(y_arr, (0.0, 1.0)).all():
+        raise ValueError("y must be 0/1 without missing values")
+    specs = feature_specs(X)
+    cat_idx = [i for i, s in enumerate(specs) if s.kind == "categorical"]
+    Xm = encode_frame(X, specs)
+    period_idx, periods = pd.factorize(pd.Series(time).reset_index(drop=True), sort=True)
+    if (period_idx < 0).any():
+        raise ValueError("time has missing values")
+    folds = make_folds(len(periods), config)
+    fingerprint = data_fingerprint(X, pd.Series(y), pd.Series(time), config)
+    rules = _rule_arrays(rule_scores, X)
+    timings["prepare_s"] = _time.perf_counter() - clock
+
+    search_table = None
+    overrides: dict[str, Any] = {}
+    if config.search_trials:
+        clock = _time.perf_counter()
+        overrides, search_table = _search(Xm, y_arr, period_idx, folds[-2], cat_idx, config)
+        timings["search_s"] = _time.perf_counter() - clock
+    params = config.lgb_params(**overrides)
+
+    # -- cross-validation folds ------------------------------------------------
+    clock = _time.perf_counter()
+    score_rows: list[dict[str, Any]] = []
+    oot_margin: list[np.ndarray] = []
+    oot_y: list[np.ndarray] = []
+    for fold in folds[:-1]:
+        fit_rows, stop_rows = _rows(period_idx, fold.fit_periods), _rows(period_idx,
+                                                                         fold.stop_periods)
+        valid_rows = _rows(period_idx, fold.valid_periods)
+        booster = _train_booster(Xm, y_arr, fit_rows, stop_rows, params, cat_idx, config)
+        margin = np.asarray(booster.predict(Xm[valid_rows], raw_score=True,
+                                            num_threads=config.num_threads))
+        oot_margin.append(margin)
+        oot_y.append(y_arr[valid_rows])
+        row = _score_row("lightgbm_raw", fold, y_arr[valid_rows], _sigmoid(margin), config, True)
+        row["rounds"] = booster.current_iteration()
+        score_rows.append(row)
+        if config.logistic_baseline:
+            lr = _LogisticBaseline(specs, config).fit(Xm, y_arr, np.concatenate([fit_rows,
+                                                                                stop_rows]))
+            score_rows.append(_score_row("logistic", fold, y_arr[valid_rows],
+                                         lr.predict(Xm, valid_rows), config, True))
+        for name, score in rules.items():
+            score_rows.append(_score_row(f"rule:{name}", fold, y_arr[valid_rows],
+                                         score[valid_rows], config, False))
+    timings["cv_s"] = _time.perf_counter() - clock
+
+    # -- calibration chosen out of time -----------------------------------------
+    earlier_m, earlier_y = np.concatenate(oot_margin[:-1]), np.concatenate(oot_y[:-1])
+    method, cal_scores = calib.choose_calibration(earlier_m, earlier_y, oot_margin[-1],
+                                                  oot_y[-1], config.n_bins)
+    if config.calibration != "auto":
+        method = config.calibration
+    all_cv_m, all_cv_y = np.concatenate(oot_margin), np.concatenate(oot_y)
+    eval_calibrator = calib.fit_calibrator(method, all_cv_m, all_cv_y)
+
+    # -- evaluated model: everything before the test block (minus the gap) ---------
+    clock = _time.perf_counter()
+    test = folds[-1]
+    fit_rows, stop_rows = _rows(period_idx, test.fit_periods), _rows(period_idx, test.stop_periods)
+    test_rows = _rows(period_idx, test.valid_periods)
+    evaluated = _train_booster(Xm, y_arr, fit_rows, stop_rows, params, cat_idx, config)
+    test_margin = np.asarray(evaluated.predict(Xm[test_rows], raw_score=True,
+                                               num_threads=config.num_threads))
+    test_prob = eval_calibrator.apply(test_margin)
+    y_test = y_arr[test_rows]
+    comparison_rows = [_score_row("lightgbm", test, y_test, test_prob, config, True)]
+    comparison_rows[0]["rounds"] = evaluated.current_iteration()
+    score_rows.append(_score_row("lightgbm_raw", test, y_test, _sigmoid(test_margin), config,
+                                 True))
+    if config.logistic_baseline:
+        lr = _LogisticBaseline(specs, config).fit(Xm, y_arr, np.concatenate([fit_rows,
+                                                                            stop_rows]))
+        comparison_rows.append(_score_row("logistic", test, y_test, lr.predict(Xm, test_rows),
+                                          config, True))
+    for name, score in rules.items():
+        comparison_rows.append(_score_row(f"rule:{name}", test, y_test, score[test_rows],
+                                          config, False))
+    score_rows.extend(comparison_rows)
+    timings["evaluated_s"] = _time.perf_counter() - clock
+
+    fairness = None
+    if groups is not None and len(groups.columns):
+        fairness = fairness_report(
+            y_test, test_prob, groups.iloc[test_rows].reset_index(drop=True),
+            k_pct=config.k_pct, reference=config.fairness_reference, tau=config.fairness_tau,
+            min_size=config.fairness_min_size, min_positives=config.fairness_min_positives,
+            n_bins=config.n_bins)
+    lead = None
+    if household is not None:
+        hh = pd.Series(household).to_numpy()[test_rows]
+        t_test = pd.Series(time).to_numpy()[test_rows]
+        ident = metrics.identification_from_labels(hh, t_test, y_test)
+        flagged = metrics.top_k_mask_by_period(test_prob, t_test, config.k_pct)
+        lead = metrics.lead_time_summary(metrics.lead_times(hh, t_test, flagged, ident))
+
+    # -- production model: every period, same number of rounds -----------------------
+    clock = _time.perf_counter()
+    all_rows = np.arange(n)
+    production = _train_booster(Xm, y_arr, all_rows, None, params, cat_idx, config,
+                                num_rounds=evaluated.current_iteration())
+    prod_calibrator = calib.fit_calibrator(method, np.concatenate([all_cv_m, test_margin]),
+                                           np.concatenate([all_cv_y, y_test]))
+    train_rows = np.concatenate([fit_rows, stop_rows])
+    type_boosters, type_table = _type_models(
+        Xm, y_arr, None if type_labels is None else type_labels.reset_index(drop=True),
+        train_rows, test_rows, cat_idx, config)
+    timings["production_s"] = _time.perf_counter() - clock
+
+    test_metrics = {k: v for k, v in comparison_rows[0].items()
+                    if isinstance(v, float | int) and not isinstance(v, bool)}
+    if lead is not None:
+        test_metrics.update({f"lead_{k}": float(v) for k, v in lead.as_dict().items()})
+    test_periods = [_as_json_time(periods[i]) for i in range(*test.valid_periods)]
+    meta_common = {
+        "feature_registry_version": config.feature_registry_version,
+        "as_of": as_of,
+        "data_fingerprint": fingerprint,
+        "calibration_method": method,
+        "params": {k: v for k, v in params.items() if k != "verbosity"},
+        "test_periods": test_periods,
+        "test_metrics": test_metrics,
+        "n_rows": n,
+    }
+    through_eval = periods[test.stop_periods[1] - 1]
+    prod_meta = {**meta_common, "trained_through": _as_json_time(periods[len(periods) - 1]),
+                 "trained_through_ordinal": _ordinal(periods[len(periods) - 1]),
+                 "rounds": production.current_iteration(), "role": "production"}
+    eval_meta = {**meta_common, "trained_through": _as_json_time(through_eval),
+                 "trained_through_ordinal": _ordinal(through_eval),
+                 "rounds": evaluated.current_iteration(), "role": "evaluated"}
+    importance = pd.DataFrame({
+        "feature": [s.name for s in specs],
+        "gain": production.feature_importance("gain"),
+        "split": production.feature_importance("split"),
+    }).sort_values("gain", ascending=False, ignore_index=True)
+    curve = metrics.calibration_curve(y_test, test_prob, config.n_bins)
+    return FitResult(
+        artifact=ModelArtifact(production, specs, prod_calibrator, prod_meta, type_boosters),
+        evaluated_artifact=ModelArtifact(evaluated, specs, eval_calibrator, eval_meta),
+        test_metrics=test_metrics,
+        comparison=pd.DataFrame(comparison_rows),
+        fold_metrics=pd.DataFrame(score_rows),
+        calibration={"method": method, "candidates": cal_scores,
+                     "evaluated": eval_calibrator.to_json()["method"]},
+        calibration_curve=curve,
+        test_mask=np.isin(np.arange(n), test_rows),
+        test_probability=test_prob,
+        test_periods=test_periods,
+        fairness=fairness,
+        lead_time=lead,
+        type_metrics=type_table,
+        feature_importance=importance,
+        config=config,
+        params=params,
+        fingerprint=fingerprint,
+        search=search_table,
+        timings=timings,
+    )
