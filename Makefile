@@ -5,6 +5,7 @@ UV := .venv/bin/uv
 DEMO_DIR ?= workspace/demo
 DEMO_HOUSEHOLDS ?= 3000
 DEMO_MONTHS ?= 36
+DEMO_AS_OF ?= 2025-12
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
@@ -19,9 +20,10 @@ install: .venv/.installed  ## create .venv from uv.lock; the CLI lands at .venv/
 	$(UV) sync --frozen --inexact --python $(PY)
 	touch $@
 
-demo: install  ## generate a small province and run the monthly job on it
+demo: install  ## generate a province, then run the monthly job on it and show the top alerts
 	.venv/bin/doudi simulate --households $(DEMO_HOUSEHOLDS) --months $(DEMO_MONTHS) \
-		--start 2023-01 --seed 7 --out $(DEMO_DIR)
+		--start 2023-01 --seed 7 --out $(DEMO_DIR)/province
+	DOUDI_HOME=$(DEMO_DIR)/home .venv/bin/doudi monthly $(DEMO_DIR)/province/raw --as-of $(DEMO_AS_OF)
 
 test: install  ## the whole suite (PostgreSQL tests use 127.0.0.1:5432)
 	.venv/bin/ruff check .

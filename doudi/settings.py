@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,10 +47,24 @@ class _TomlSource(PydanticBaseSettingsSource):
         return dict(data.get("doudi", data))
 
 
+class TierSettings(BaseModel):
+    """分层: alert tiers by share of in-scope households (caseworker capacity) and risk."""
+
+    red_top_pct: float = Field(1.0, gt=0, le=100, description="Top share of households: red.")
+    orange_top_pct: float = Field(3.0, gt=0, le=100, description="Top share: orange (or red).")
+    yellow_top_pct: float = Field(5.0, gt=0, le=100, description="Top share: yellow or above.")
+    red_min_risk: float = Field(0.5, ge=0, le=1, description="Risk that is red whatever the rank.")
+    min_alert_risk: float = Field(
+        0.02, ge=0, le=1, description="No model alert below this risk, whatever the rank."
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable about doudi. Environment wins over the config file."""
 
-    model_config = SettingsConfigDict(env_prefix="DOUDI_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DOUDI_", env_nested_delimiter="__", extra="ignore"
+    )
 
     home: Path = Field(Path("workspace"), description="Workspace root (DOUDI_HOME).")
     pseudonym_key_file: Path | None = Field(
@@ -72,6 +86,28 @@ class Settings(BaseSettings):
         3, ge=0, le=12, description="Reporting allowance before a label is final."
     )
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    capacity_pct: float = Field(
+        5.0, gt=0, le=100, description="Caseworker capacity: share of households visited (top k%)."
+    )
+    tiers: TierSettings = Field(default_factory=TierSettings)
+    rule_capacity_pct: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="Rule-only alerts (a department trigger fired, the model did not alert): "
+        "at most this share of households, strongest rules first.",
+    )
+    max_reasons: int = Field(4, ge=1, le=8, description="Reasons per alert.")
+    omission_days: int = Field(
+        60, ge=1, description="Confirmed hardship with no matching help after this: omission."
+    )
+    retrain_every_months: int = Field(
+        1, ge=1, description="`doudi monthly` retrains when the champion is this old or older."
+    )
+    operator: str = Field(
+        default_factory=lambda: os.environ.get("USER", "operator"),
+        description="Who runs exports (recorded in the audit log).",
+    )
 
     @field_validator("home", "mlruns_dir")
     @classmethod

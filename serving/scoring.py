@@ -87,6 +87,23 @@ def assign_tiers(risk: np.ndarray, settings: Settings,
     return rank, tier
 
 
+def rule_only_capped(rule_score: np.ndarray, risk: np.ndarray, model_alert: np.ndarray,
+                     keys: np.ndarray, settings: Settings) -> np.ndarray:
+    """Rule-fired households the model did not alert, capped at `rule_capacity_pct`.
+
+    Department triggers are checks caseworkers must make, but unbounded they would
+    swamp the visit capacity the model's tiers respect; the strongest rules (then the
+    highest risk) go first.
+    """
+    candidates = np.flatnonzero((rule_score > 0) & ~model_alert)
+    limit = math.ceil(len(risk) * settings.rule_capacity_pct / 100.0 - 1e-9)
+    keep = np.zeros(len(risk), dtype=bool)
+    if len(candidates) and limit > 0:
+        order = np.lexsort((keys[candidates], -risk[candidates], -rule_score[candidates]))
+        keep[candidates[order[:limit]]] = True
+    return keep
+
+
 def select_types(probabilities: dict[str, np.ndarray]) -> list[tuple[str, ...]]:
     """Per row: types with P >= TYPE_THRESHOLD (at most MAX_TYPES), else the most likely."""
     names = [n for n in probabilities if n in RISK_TYPES]
@@ -153,8 +170,11 @@ def score(
     keys = frame["household_key"].astype(str).to_numpy()
     rank, tier = assign_tiers(risk, settings, keys)
     rules = evaluate_rules(frame, settings)
-    fired = rules["rule_score"].to_numpy() > 0
+    rule_score = rules["rule_score"].to_numpy()
     model_alert = tier != TIER_NONE
+    fired = rule_only_capped(rule_score, risk, model_alert, keys, settings) | (
+        model_alert & (rule_score > 0)
+    )
     alerted = model_alert | fired
     tier = np.where(~model_alert & fired, "yellow", tier)
     source = np.select([model_alert & fired, model_alert, fired], ["both", "model", "rules"],

@@ -44,8 +44,7 @@ def _champion_as_of(settings: Settings) -> str | None:
         mv = client.get_model_version_by_alias("doudi-risk", "champion")
     except MlflowException:
         return None
-    run = client.get_run(mv.run_id)
-    return run.data.tags.get("doudi.as_of") or run.data.params.get("as_of")
+    return mv.tags.get("as_of")
 
 
 def _months_between(earlier: str, later: str) -> int:
@@ -63,10 +62,11 @@ def run_monthly(
     import ingest
     from serving.export import export_township
     from serving.scoring import score_month
-    from serving.store import list_alerts, open_store
+    from serving.store import list_alerts, open_store, verdict_labels
     from training.job import train_monthly
 
     report = ingest.ingest(raw_dir, settings)
+    new_files = sum(1 for f in report.files if f.skipped is None)
 
     champion_as_of = _champion_as_of(settings)
     due = champion_as_of is None or (
@@ -75,10 +75,12 @@ def run_monthly(
     if retrain is not None:
         due = retrain
     if due:
-        outcome = train_monthly(settings, as_of)
+        with open_store(settings=settings) as store:
+            verdicts = verdict_labels(store)
+        outcome = train_monthly(settings, as_of, verdicts=verdicts)
         trained = (
             f"version {outcome.version} already registered for {as_of}"
-            if outcome.reused
+            if outcome.duplicate
             else f"trained version {outcome.version} (aliases: {', '.join(outcome.aliases) or '-'})"
         )
     else:
@@ -87,9 +89,9 @@ def run_monthly(
     run = score_month(settings, as_of)
     summary = MonthlySummary(
         as_of=as_of,
-        files_ingested=report.files_ingested,
-        rows_added=report.rows_written,
-        rows_quarantined=report.rows_quarantined,
+        files_ingested=new_files,
+        rows_added=report.accepted,
+        rows_quarantined=report.quarantined,
         trained=trained,
         model_version=run.model_version,
         scored=len(run.scored),
@@ -130,7 +132,7 @@ def _print(summary: MonthlySummary) -> None:
                 f"types {';'.join(row['risk_types']) or '-'}"
             )
             for reason in row["reasons"]:
-                typer.echo(f"      - {reason}")
+                typer.echo(f"      - {reason.text_zh}")
 
 
 def register(app: typer.Typer) -> None:

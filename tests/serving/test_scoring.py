@@ -21,6 +21,7 @@ from serving import routing
 from serving.scoring import (
     TIER_NONE,
     assign_tiers,
+    rule_only_capped,
     score,
     select_types,
     to_new_alerts,
@@ -107,13 +108,20 @@ def test_score_rows_columns_and_provenance() -> None:
     np.testing.assert_allclose(out["risk"], typed_model().predict_proba(frame))
     model_alert = out["source"].isin(["model", "both"])
     rules_fired = out["rule_triggers"].map(len) > 0
-    assert (out["alerted"] == (model_alert | rules_fired)).all()
-    assert (out.loc[rules_fired & ~model_alert, "source"] == "rules").all()
+    rule_only = out["alerted"] & ~model_alert
+    assert (out["alerted"] <= (model_alert | rules_fired)).all()
+    assert rule_only.sum() <= math.ceil(len(frame) * s.rule_capacity_pct / 100)
+    # With room for every rule-only household, every fired rule alerts.
+    roomy = score(frame, typed_model(), Settings(workers=1, rule_capacity_pct=100), AS_OF)
+    assert (roomy["alerted"] == (model_alert | rules_fired)).all()
+    assert (out.loc[rule_only, "source"] == "rules").all()
     assert (out.loc[rules_fired & model_alert, "source"] == "both").all()
     assert model_alert.sum() <= math.ceil(len(frame) * s.capacity_pct / 100)
-    assert "R_HOUSE_D" in out.loc[0, "rule_triggers"] and "housing" in out.loc[0, "risk_types"]
+    assert "R_HOUSE_D" in roomy.loc[0, "rule_triggers"]
+    assert "housing" in roomy.loc[0, "risk_types"]
     for row in out.itertuples():
-        assert set(row.rule_risk_types) <= set(row.risk_types)
+        if row.alerted:
+            assert set(row.rule_risk_types) <= set(row.risk_types)
         assert set(row.model_risk_types) <= set(row.risk_types)
         assert tuple(row.departments) == routing.departments_for(row.risk_types)
         if row.alerted:
@@ -215,3 +223,16 @@ def test_operator_export_parquet(tmp_path: Path, suffix: str) -> None:
 def test_a_frame_of_another_month_is_refused() -> None:
     with pytest.raises(ValueError, match="2026-06-30"):
         score(feature_frame(20), plain_model(), Settings(workers=1), date(2026, 5, 31))
+
+
+def test_rule_only_alerts_are_capped_strongest_first() -> None:
+    rule_score = np.array([0.0, 3.0, 1.0, 1.0, 2.0, 5.0])
+    risk = np.array([0.9, 0.1, 0.3, 0.2, 0.1, 0.1])
+    model_alert = np.array([True, False, False, False, False, True])  # 5: model alert anyway
+    keys = np.array(["a", "b", "c", "d", "e", "f"])
+    s = Settings(rule_capacity_pct=50)  # 3 of 6 households
+    kept = rule_only_capped(rule_score, risk, model_alert, keys, s)
+    # candidates b (3.0), e (2.0), c (1.0, risk .3), d (1.0, risk .2): the first three stay
+    assert kept.tolist() == [False, True, True, False, True, False]
+    assert not rule_only_capped(rule_score, risk, model_alert, keys,
+                                Settings(rule_capacity_pct=0)).any()
