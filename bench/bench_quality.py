@@ -1,0 +1,140 @@
+"""Model quality against the generator's oracle: the headline of the model card.
+
+    .venv/bin/python bench/bench_quality.py --households 20000 --workdir /tmp/doudi_quality
+
+Simulates a province (36 months from 2023-01), ingests it, trains the model as of the
+last month (mature as-of months only), then scores the as-of months for which the
+generator's truth holds an oracle probability (months the model never trained on)
+and compares, on the same in-scope households: the model, the departments' rules and
+the oracle (which sees the latent state no extract shows). The logistic-regression
+baseline is the one `doudi train` evaluates on its own out-of-time test fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--households", type=int, default=20000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/doudi_quality"))
+    args = ap.parse_args()
+
+    import ingest
+    from doudi.model_artifact import load_artifact
+    from doudi.settings import Settings
+    from features import scoring_table
+    from features.rules import rule_score
+    from ingest.pseudonyms import load_key, pseudonym
+    from province import simulate
+    from training import metrics as m
+    from training.job import train_monthly
+
+    work = args.workdir / f"h{args.households}_s{args.seed}"
+    home = work / "home"
+    settings = Settings(home=home, mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if not (work / "province" / "truth" / "summary.json").is_file():
+        simulate(work / "province", households=args.households, months=36, start="2023-01",
+                 seed=args.seed, settings=settings)
+    timings["simulate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ingest.ingest(work / "province" / "raw", settings)
+    timings["ingest_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outcome = train_monthly(settings, "2025-12")
+    timings["train_s"] = time.perf_counter() - t0
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri())
+    mv = client.get_model_version("doudi-risk", outcome.version)
+    run_metrics = client.get_run(mv.run_id).data.metrics
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri())
+    artifact = load_artifact(f"models:/doudi-risk/{outcome.version}")
+
+    truth = work / "province" / "truth"
+    oracle = pd.read_parquet(truth / "oracle.parquet")
+    labels = pd.read_parquet(truth / "labels.parquet")
+    key = load_key(settings.key_file, create=False)
+    assert key is not None
+    frames = []
+    for as_of in sorted(oracle["as_of"].unique()):
+        table = scoring_table(settings.warehouse_dir, str(as_of)[:7], settings)
+        scored = pd.DataFrame({
+            "household_key": table["household_key"].astype(str).to_numpy(),
+            "model": artifact.predict_proba(table, num_threads=settings.workers),
+            "rules": rule_score(table, settings).to_numpy(dtype=float),
+        })
+        month_truth = labels[(labels["as_of"] == as_of) & labels["in_scope"]]
+        month_truth = month_truth.assign(
+            household_key=[pseudonym(key, "household", h) for h in month_truth["household_id"]]
+        )
+        month_oracle = oracle[oracle["as_of"] == as_of].assign(
+            household_key=lambda d: [pseudonym(key, "household", h) for h in d["household_id"]]
+        )
+        merged = scored.merge(month_truth[["household_key", "label"]], on="household_key")
+        merged = merged.merge(month_oracle[["household_key", "probability"]],
+                              on="household_key", how="left")
+        merged["as_of"] = as_of
+        frames.append(merged)
+    data = pd.concat(frames, ignore_index=True)
+    y_all = data["label"].astype(int).to_numpy()
+    with_oracle = data[data["probability"].notna()]
+    y = with_oracle["label"].astype(int).to_numpy()
+
+    def row(name: str, p: np.ndarray) -> dict[str, float]:
+        return {
+            "scorer": name,
+            "roc_auc": m.roc_auc(y, p),
+            "pr_auc": m.pr_auc(y, p),
+            "precision_at_5pct": m.precision_at_k(y, p, 5.0),
+            "recall_at_5pct": m.recall_at_k(y, p, 5.0),
+        }
+
+    table_rows = [
+        row("oracle (latent state)", with_oracle["probability"].to_numpy()),
+        row("doudi model", with_oracle["model"].to_numpy()),
+        row("department rules", with_oracle["rules"].to_numpy()),
+    ]
+    result = pd.DataFrame(table_rows).set_index("scorer")
+    ratios = result.loc["doudi model"] / result.loc["oracle (latent state)"]
+    slope, intercept = m.calibration_slope(y_all, data["model"].to_numpy())
+    summary = {
+        "households": args.households,
+        "as_of_months": [str(a) for a in sorted(data["as_of"].unique())],
+        "rows_scored": len(data),
+        "rows_with_oracle": len(with_oracle),
+        "positives_with_oracle": int(y.sum()),
+        "base_rate_all": float(y_all.mean()),
+        "model_ece_20_equal_freq_all": m.expected_calibration_error(y_all, data["model"], 20),
+        "model_calibration_slope_all": slope,
+        "model_calibration_intercept_all": intercept,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "training_run_test_fold_metrics": {
+            k: round(v, 4) for k, v in sorted(run_metrics.items())
+            if k.startswith(("test_", "lr_", "rules_", "logistic", "baseline"))
+        },
+    }
+    print(result.round(3).to_string())
+    print("\nmodel / oracle ratios:")
+    print(ratios.round(3).to_string())
+    print(json.dumps(summary, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
