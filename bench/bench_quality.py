@@ -78,7 +78,7 @@ def main() -> None:
         scored = pd.DataFrame({
             "household_key": table["household_key"].astype(str).to_numpy(),
             "model": artifact.predict_proba(table, num_threads=settings.workers),
-            "rules": rule_score(table, settings).to_numpy(dtype=float),
+            "rules": np.asarray(rule_score(table, settings), dtype=float),
         })
         month_truth = labels[(labels["as_of"] == as_of) & labels["in_scope"]]
         month_truth = month_truth.assign(
