@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     max_reasons: int = Field(4, ge=1, le=8, description="Reasons per alert.")
     omission_days: int = Field(
-        60, ge=1, description="Confirmed hardship with no matching help after this: omission."
+        30, ge=1, description="Confirmed hardship with no matching help after this: omission."
     )
     retrain_every_months: int = Field(
         1, ge=1, description="`doudi monthly` retrains when the champion is this old or older."

@@ -31,6 +31,9 @@ class MonthlySummary:
     alerts_created: int
     alerts_skipped: dict[str, int]
     exports: list[tuple[str, int, str]] = field(default_factory=list)  # township, n, workbook
+    possible_duplicates: int = 0  # (alert, department) pairs: help already given
+    possible_omissions: int = 0  # (alert, hardship type) pairs: confirmed, still no help
+    report_dir: str = ""
     top: pd.DataFrame | None = None
 
 
@@ -60,9 +63,17 @@ def run_monthly(
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import ingest
+    from features.asof import month_end
+    from serving.assistance import current_assistance
     from serving.export import export_township
     from serving.scoring import score_month
-    from serving.store import list_alerts, open_store, verdict_labels
+    from serving.store import (
+        duplicate_assistance,
+        list_alerts,
+        omissions,
+        open_store,
+        verdict_labels,
+    )
     from training.job import train_monthly
 
     report = ingest.ingest(raw_dir, settings)
@@ -104,6 +115,19 @@ def run_monthly(
         for township in sorted(set(new["township_code"].astype(str))):
             done = export_township(store, township, settings, out_dir)
             summary.exports.append((township, done.households, str(done.workbook)))
+        # One chain of help: who would be helped twice, who was confirmed and not helped.
+        assisted = current_assistance(settings.warehouse_dir, as_of)
+        duplicates = duplicate_assistance(store, assisted)
+        missed = omissions(
+            store, assisted, today=month_end(as_of), after_days=settings.omission_days
+        )
+    report_dir = settings.reports_dir / f"monthly-{as_of}"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    duplicates.to_csv(report_dir / "possible_duplicate_assistance.csv", index=False)
+    missed.to_csv(report_dir / "possible_omissions.csv", index=False)
+    summary.possible_duplicates = len(duplicates)
+    summary.possible_omissions = len(missed)
+    summary.report_dir = str(report_dir)
     scored = run.scored
     if len(scored):
         alerted = scored[scored["alerted"].to_numpy()]
@@ -124,6 +148,10 @@ def _print(summary: MonthlySummary) -> None:
     )
     for township, n, path in summary.exports:
         typer.echo(f"  export: township {township}: {n} household(s) -> {path}")
+    typer.echo(
+        f"  one chain of help: {summary.possible_duplicates} possible duplicate assistance, "
+        f"{summary.possible_omissions} possible omission(s) -> {summary.report_dir}"
+    )
     if summary.top is not None and len(summary.top):
         typer.echo("  top alerts (pseudonymous keys; caseworker sheets carry household numbers):")
         for _, row in summary.top.iterrows():

@@ -52,3 +52,14 @@ def test_second_run_gives_the_same_alerts(monthly_twice) -> None:
         first_alerts[columns].reset_index(drop=True),
         second_alerts[columns].reset_index(drop=True),
     )
+
+
+def test_chain_of_help_reports_are_written(monthly_twice) -> None:
+    _, first, _, _, _ = monthly_twice
+    folder = Path(first.report_dir)
+    duplicates = pd.read_csv(folder / "possible_duplicate_assistance.csv")
+    missed = pd.read_csv(folder / "possible_omissions.csv")
+    # nobody has been visited yet: no verdict, so no confirmed hardship to check
+    assert len(duplicates) == first.possible_duplicates == 0
+    assert len(missed) == first.possible_omissions == 0
+    assert {"alert_id", "household_key", "department"} <= set(duplicates.columns)
