@@ -161,13 +161,14 @@ def _headline_into_model_card(client, run_id: str, result: pd.DataFrame, ratios:
     lines.append(f"| model / oracle | {ratios.roc_auc:.3f} | {ratios.pr_auc:.3f} | "
                  f"{ratios.precision_at_5pct:.3f} | {ratios.recall_at_5pct:.3f} |")
     title, _, rest = card.partition("\n")
-    marker = "## Headline: against the generator's oracle"
-    if marker in rest:  # a rerun replaces its own earlier headline
-        before, _, after = rest.partition(marker)
-        rest = before + after[after.index("\n## ") + 1:] if "\n## " in after else before
+    begin, end = "<!-- oracle headline -->", "<!-- /oracle headline -->"
+    if begin in rest and end in rest:  # a rerun replaces its own earlier headline
+        before, _, after = rest.partition(begin)
+        rest = before.rstrip("\n") + after.partition(end)[2]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model_card.md"
-        path.write_text(f"{title}\n\n" + "\n".join(lines) + "\n" + rest, encoding="utf-8")
+        headline = "\n".join([begin, *lines, end])
+        path.write_text(f"{title}\n\n{headline}\n" + rest, encoding="utf-8")
         client.log_artifact(run_id, str(path))
     for metric in ("roc_auc", "pr_auc", "precision_at_5pct"):
         client.log_metric(run_id, f"oracle_{metric}", float(result.loc["oracle (latent state)",
