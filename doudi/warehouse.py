@@ -66,6 +66,25 @@ def table_schema(feed_name: str) -> pa.Schema:
     return pa.schema(fields)
 
 
+COUNTY_DIR_PREFIX = "county="
+MONTH_DIR_PREFIX = "reported_month="
+
+
+def partition_dir(feed_name: str, county: str, reported_month: str) -> str:
+    """The partition folder of one county and reported month, relative to the warehouse."""
+    return f"{feed_name}/{COUNTY_DIR_PREFIX}{county}/{MONTH_DIR_PREFIX}{reported_month}"
+
+
+def county_of(folder: Path) -> str:
+    """The county code of a `county=...` partition folder."""
+    return folder.name.removeprefix(COUNTY_DIR_PREFIX)
+
+
+def month_of(folder: Path) -> str:
+    """The `YYYY-MM` of a `reported_month=...` partition folder."""
+    return folder.name.removeprefix(MONTH_DIR_PREFIX)
+
+
 def feed_dir(warehouse: Path, feed_name: str) -> Path:
     return warehouse / feed_name
 

@@ -29,7 +29,15 @@ import pyarrow as pa
 from doudi.contract import Kind
 from doudi.contract import feed as contract_feed
 from doudi.errors import UserError
-from doudi.warehouse import feed_dir, table_schema, warehouse_name
+from doudi.warehouse import (
+    COUNTY_DIR_PREFIX,
+    MONTH_DIR_PREFIX,
+    county_of,
+    feed_dir,
+    month_of,
+    table_schema,
+    warehouse_name,
+)
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 _DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
@@ -90,7 +98,7 @@ def counties(warehouse: Path) -> list[str]:
     root = feed_dir(warehouse, "households")
     if not root.is_dir():
         raise UserError(f"no households table in the warehouse {warehouse} (run ingest first)")
-    found = sorted(p.name.removeprefix("county=") for p in root.glob("county=*") if p.is_dir())
+    found = sorted(county_of(p) for p in root.glob(f"{COUNTY_DIR_PREFIX}*") if p.is_dir())
     if not found:
         raise UserError(f"the households table in {warehouse} has no county partitions")
     return found
@@ -104,12 +112,12 @@ def partition_files(
     root = feed_dir(warehouse, feed_name)
     if not root.is_dir():
         return []
-    pattern = f"county={county}" if county else "county=*"
+    pattern = f"{COUNTY_DIR_PREFIX}{county or '*'}"
     hi = f"{upto:%Y-%m}"
     lo = f"{since:%Y-%m}" if since else ""
     files: list[str] = []
-    for part in sorted(root.glob(f"{pattern}/reported_month=*")):
-        month = part.name.removeprefix("reported_month=")
+    for part in sorted(root.glob(f"{pattern}/{MONTH_DIR_PREFIX}*")):
+        month = month_of(part)
         if lo <= month <= hi:
             files.extend(str(f) for f in sorted(part.glob("*.parquet")))
     return files

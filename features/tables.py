@@ -18,6 +18,7 @@ import pandas as pd
 
 from doudi.errors import UserError
 from doudi.settings import Settings
+from doudi.warehouse import month_of
 from features.asof import (
     counties,
     month_end,
@@ -28,7 +29,6 @@ from features.asof import (
 )
 from features.build import county_features, load_county, output_columns
 from features.labels import LABEL_COLUMNS, county_labels
-from features.registry import feature_names, group_column_names
 
 log = logging.getLogger(__name__)
 Task = Literal["features", "labels", "training", "scoring"]
@@ -146,7 +146,7 @@ def _first_roster_month(warehouse: Path) -> date:
     files = partition_files(Path(warehouse), "households", None, date(9999, 12, 31))
     if not files:
         raise UserError(f"no households rows in the warehouse {warehouse}")
-    months = sorted(Path(f).parent.name.removeprefix("reported_month=") for f in files)
+    months = sorted(month_of(Path(f).parent) for f in files)
     return month_end(months[0])
 
 
@@ -166,15 +166,3 @@ def training_table(
 def scoring_table(warehouse: Path, as_of: str | date, settings: Settings) -> pd.DataFrame:
     """In-scope households at `as_of` with their features (and group columns)."""
     return _run(warehouse, [month_end(as_of)], settings, "scoring")
-
-
-__all__ = [
-    "build_features",
-    "build_features_range",
-    "build_labels",
-    "feature_names",
-    "group_column_names",
-    "mature_months",
-    "scoring_table",
-    "training_table",
-]

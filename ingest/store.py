@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from doudi.settings import Settings
+from doudi.warehouse import partition_dir
 
 MANIFEST_NAME = "_manifest.json"
 STAGING = ".staging"
@@ -257,7 +258,7 @@ class PartitionWriter:
             self.written_rows += table.num_rows
             self._sequence += 1
             items.append((
-                f"{self.feed_name}/county={county}/reported_month={month}/"
+                f"{partition_dir(self.feed_name, county, month)}/"
                 f"part-{self.run_id}-{self._sequence:05d}.parquet",
                 table,
             ))

@@ -50,11 +50,6 @@ def _champion_as_of(settings: Settings) -> str | None:
     return mv.tags.get("as_of")
 
 
-def _months_between(earlier: str, later: str) -> int:
-    a, b = earlier[:7], later[:7]
-    return (int(b[:4]) - int(a[:4])) * 12 + int(b[5:7]) - int(a[5:7])
-
-
 def run_monthly(
     settings: Settings, as_of: str, raw_dir: Path, *, retrain: bool | None = None
 ) -> MonthlySummary:
@@ -63,7 +58,7 @@ def run_monthly(
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import ingest
-    from features.asof import month_end
+    from features.asof import month_end, month_index
     from serving.assistance import current_assistance
     from serving.export import export_township
     from serving.scoring import score_month
@@ -81,7 +76,8 @@ def run_monthly(
 
     champion_as_of = _champion_as_of(settings)
     due = champion_as_of is None or (
-        _months_between(champion_as_of, as_of) >= settings.retrain_every_months
+        month_index(month_end(as_of)) - month_index(month_end(champion_as_of))
+        >= settings.retrain_every_months
     )
     if retrain is not None:
         due = retrain

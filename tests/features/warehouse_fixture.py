@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from doudi.contract import Kind
 from doudi.contract import feed as contract_feed
-from doudi.warehouse import table_schema, warehouse_name
+from doudi.warehouse import partition_dir, table_schema, warehouse_name
 
 COUNTY = "620102"
 VILLAGE = "620102001001"
@@ -87,7 +87,7 @@ class Warehouse:
             for r in rows:
                 by_month[f"{r['reported_date']:%Y-%m}"].append(r)
             for month, part in by_month.items():
-                folder = self.root / feed_name / f"county={county}" / f"reported_month={month}"
+                folder = self.root / partition_dir(feed_name, county, month)
                 folder.mkdir(parents=True, exist_ok=True)
                 n = len(list(folder.glob("*.parquet")))
                 name = f"part-{n}.parquet"
