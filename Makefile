@@ -6,11 +6,13 @@ DEMO_DIR ?= workspace/demo
 DEMO_HOUSEHOLDS ?= 3000
 DEMO_MONTHS ?= 36
 DEMO_AS_OF ?= 2025-12
+PORT ?= 3000
+HOST ?= 127.0.0.1
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo serve test lint typecheck bench clean
 
 install: .venv/.installed  ## create .venv from uv.lock; the CLI lands at .venv/bin/doudi
 
@@ -24,6 +26,9 @@ demo: install  ## generate a province, then run the monthly job on it and show t
 	.venv/bin/doudi simulate --households $(DEMO_HOUSEHOLDS) --months $(DEMO_MONTHS) \
 		--start 2023-01 --seed 7 --out $(DEMO_DIR)/province
 	DOUDI_HOME=$(DEMO_DIR)/home .venv/bin/doudi monthly $(DEMO_DIR)/province/raw --as-of $(DEMO_AS_OF)
+
+serve: install  ## the scoring API (docs/api.md) on HOST:PORT; DOUDI_HOME defaults to the demo's
+	DOUDI_HOME="$${DOUDI_HOME:-$(DEMO_DIR)/home}" .venv/bin/doudi serve --host $(HOST) --port $(PORT)
 
 test: install  ## the whole suite (PostgreSQL tests use 127.0.0.1:5432)
 	.venv/bin/ruff check .

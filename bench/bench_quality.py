@@ -3,10 +3,15 @@
     .venv/bin/python bench/bench_quality.py --households 20000 --workdir /tmp/doudi_quality
 
 Simulates a province (36 months from 2023-01), ingests it, trains the model as of the
-last month (mature as-of months only), then scores the as-of months for which the
-generator's truth holds an oracle probability (months the model never trained on)
-and compares, on the same in-scope households: the model, the departments' rules and
-the oracle (which sees the latent state no extract shows). The logistic-regression
+first month for which the generator's truth holds an oracle probability (so it knows
+only what was reported by then, exactly as in production: its latest training as-of
+month is H + allowance months earlier), then scores that month and the following
+oracle months and compares, on the same in-scope households: the model, the
+departments' rules and the oracle (which sees the latent state no extract shows).
+
+Training later than the first scored month would leak: a training row's label window
+(the H months after its as-of date) would overlap the scored months' windows, and a
+booster that memorises households would be rewarded for it. The logistic-regression
 baseline is the one `doudi train` evaluates on its own out-of-time test fold.
 """
 
@@ -29,6 +34,12 @@ def main() -> None:
     ap.add_argument("--households", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/doudi_quality"))
+    ap.add_argument("--train-as-of", default=None,
+                    help="Training month YYYY-MM (default: the first oracle month; later "
+                         "months leak labels into the scored months).")
+    ap.add_argument("--early-stopping-holdout", type=float, default=None,
+                    help="Override TrainConfig.early_stopping_holdout (0 = the old "
+                         "period-only early-stopping slice), for comparison.")
     args = ap.parse_args()
 
     import ingest
@@ -53,8 +64,19 @@ def main() -> None:
     t0 = time.perf_counter()
     ingest.ingest(work / "province" / "raw", settings)
     timings["ingest_s"] = time.perf_counter() - t0
+    truth = work / "province" / "truth"
+    oracle = pd.read_parquet(truth / "oracle.parquet")
+    train_as_of = args.train_as_of or str(min(oracle["as_of"]))[:7]
     t0 = time.perf_counter()
-    outcome = train_monthly(settings, "2025-12")
+    config = None
+    if args.early_stopping_holdout is not None:
+        import features
+        from training.core import TrainConfig
+
+        config = TrainConfig(gap_periods=settings.horizon_months,
+                             feature_registry_version=str(features.REGISTRY_VERSION),
+                             early_stopping_holdout=args.early_stopping_holdout)
+    outcome = train_monthly(settings, train_as_of, config=config)
     timings["train_s"] = time.perf_counter() - t0
 
     from mlflow import MlflowClient
@@ -67,8 +89,6 @@ def main() -> None:
     mlflow.set_tracking_uri(settings.tracking_uri())
     artifact = load_artifact(f"models:/doudi-risk/{outcome.version}")
 
-    truth = work / "province" / "truth"
-    oracle = pd.read_parquet(truth / "oracle.parquet")
     labels = pd.read_parquet(truth / "labels.parquet")
     key = load_key(settings.key_file, create=False)
     assert key is not None
@@ -116,6 +136,9 @@ def main() -> None:
     slope, intercept = m.calibration_slope(y_all, data["model"].to_numpy())
     summary = {
         "households": args.households,
+        "train_as_of": train_as_of,
+        "model_version": outcome.version,
+        "rounds": artifact.booster.current_iteration(),
         "as_of_months": [str(a) for a in sorted(data["as_of"].unique())],
         "rows_scored": len(data),
         "rows_with_oracle": len(with_oracle),

@@ -2,10 +2,15 @@
 
     .venv/bin/python bench/bench_score.py                   # 1M households, 3 repeats
     .venv/bin/python bench/bench_score.py --rows 200000 --repeats 1   # quicker
+    .venv/bin/python bench/bench_score.py --from-workdir /tmp/doudi_quality/h20000_s7
 
-1. `serving.scoring.score` on `--rows` synthetic households with the registry's
-   features (a realistic model: 300 trees x 31 leaves, max_depth 5): prediction,
-   tiers, rules, and TreeSHAP + reason texts for every alert (top 5% + rule alerts).
+1. `serving.scoring.score` on `--rows` households: prediction, tiers, rules, and
+   TreeSHAP + reason texts for every alert (top 5% + rule alerts). By default the
+   households are synthetic with the registry's features and the model is a stand-in
+   (300 trees x 31 leaves, max_depth 5). With `--from-workdir` (a bench_quality.py
+   workspace) the model is the one `doudi train` registered there (its newest version)
+   and the households are its real scoring table at `--as-of`, resampled with new keys
+   to `--rows`: the trees, and so the TreeSHAP cost, are those of production.
 2. Explaining every household: contributions + reasons on `--sample` rows,
    extrapolated to `--rows`.
 3. The same `--compare` rows explained by our path, by LightGBM's own pred_contrib and
@@ -89,6 +94,29 @@ def train(frame: pd.DataFrame, threads: int, rows: int = 50_000) -> ModelArtifac
                          meta={"model_version": "bench"})
 
 
+def from_workdir(workdir: Path, as_of: str, rows: int, settings: Settings,
+                 version: str | None = None) -> tuple[pd.DataFrame, ModelArtifact]:
+    """A bench_quality workspace's registered model (`version`, default the newest) and
+    its scoring table at `as_of`, resampled (with replacement) to `rows` households."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from doudi.model_artifact import load_artifact
+    from features import scoring_table
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    versions = MlflowClient(tracking_uri=uri).search_model_versions("name='doudi-risk'")
+    version = version or str(max(int(v.version) for v in versions))
+    artifact = load_artifact(f"models:/doudi-risk/{version}")
+    artifact.meta["model_version"] = f"doudi-risk/{version}"
+    table = scoring_table(workdir / "home" / "warehouse", as_of, settings)
+    picked = np.random.default_rng(0).integers(0, len(table), rows)
+    frame = table.iloc[picked].reset_index(drop=True)
+    frame["household_key"] = [f"h_{i:020x}" for i in range(rows)]
+    return frame, artifact
+
+
 def median_time(fn: Any, repeats: int, label: str = "") -> tuple[float, Any]:
     times, result = [], None
     for _ in range(repeats):
@@ -109,25 +137,38 @@ def main() -> None:
     parser.add_argument("--compare", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--from-workdir", type=Path, default=None,
+                        help="bench_quality.py workspace: its real model and households.")
+    parser.add_argument("--as-of", default="2025-06", help="With --from-workdir.")
+    parser.add_argument("--model-version", default=None,
+                        help="With --from-workdir: registered version (default newest).")
     args = parser.parse_args()
     report: dict[str, Any] = {"rows": args.rows, "threads": args.threads,
                               "repeats": args.repeats, "features": len(FEATURES),
                               "load_average_start": os.getloadavg()}
 
-    start = time.perf_counter()
-    frame = synthetic_frame(args.rows)
-    report["build_frame_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    artifact = train(frame, args.threads)
-    report["train_s"] = time.perf_counter() - start
-    print(f"trained in {report['train_s']:.1f}s", file=sys.stderr, flush=True)
-    report["trees"] = artifact.booster.num_trees()
     settings = Settings(workers=args.threads)
+    start = time.perf_counter()
+    if args.from_workdir is not None:
+        frame, artifact = from_workdir(args.from_workdir, args.as_of, args.rows, settings,
+                                       args.model_version)
+        report["model"] = artifact.meta["model_version"]
+        report["build_frame_s"] = time.perf_counter() - start
+    else:
+        frame = synthetic_frame(args.rows)
+        report["build_frame_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        artifact = train(frame, args.threads)
+        report["train_s"] = time.perf_counter() - start
+        report["model"] = "stand-in (300 trees)"
+    print(f"frame and model in {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
+    report["trees"] = artifact.booster.num_trees()
+    as_of = pd.Timestamp(frame["as_of"].iloc[0]).date()
     explainer = Explainer(artifact, max_reasons=settings.max_reasons)
 
     # 1. score everyone, explain the alerts
     seconds, scored = median_time(
-        lambda: score(frame, artifact, settings, AS_OF, explainer=explainer), args.repeats,
+        lambda: score(frame, artifact, settings, as_of, explainer=explainer), args.repeats,
         "score+explain alerts")
     report["score_and_explain_alerts_s"] = seconds
     report["alerts"] = int(scored["alerted"].sum())

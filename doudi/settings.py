@@ -104,6 +104,19 @@ class Settings(BaseSettings):
     retrain_every_months: int = Field(
         1, ge=1, description="`doudi monthly` retrains when the champion is this old or older."
     )
+    api_model_uri: str = Field(
+        "models:/doudi-risk@champion",
+        description="Model the scoring API serves (registry URI or model folder).",
+    )
+    api_model_refresh_seconds: float = Field(
+        300,
+        ge=0,
+        description="The API re-resolves its model URI at most this often; a new registry "
+        "version (e.g. a new champion) is loaded and cached scores are dropped. 0: every call.",
+    )
+    api_max_households: int = Field(
+        5000, ge=1, description="Most household keys (and list rows) one API request may ask for."
+    )
     operator: str = Field(
         default_factory=lambda: os.environ.get("USER", "operator"),
         description="Who runs exports (recorded in the audit log).",

@@ -66,21 +66,48 @@ def test_reasons_push_risk_up_strongest_first_and_are_capped() -> None:
     contrib = explainer.contributions(X)
     grouped = explainer.group_contributions(contrib)
     margin = contrib.sum(axis=1)
+    bias = contrib[:, -1]
+
+    def sigmoid(z: float) -> float:
+        return float(1 / (1 + np.exp(-z)))
+
+    scales = set()
     for i, reasons in enumerate(explainer.reasons_from(X, contrib)):
         assert len(reasons) <= 3
         assert [r.rank for r in reasons] == list(range(1, len(reasons) + 1))
         margins = [r.margin for r in reasons]
         assert all(m > 0 for m in margins) and margins == sorted(margins, reverse=True)
+        # Identity calibration, hand-computed: the risk above the base risk, shared in
+        # proportion to log-odds: 100 (sigmoid(margin) - sigmoid(bias)) c / (margin - bias).
+        above = 100 * (sigmoid(margin[i]) - sigmoid(bias[i]))
         for r in reasons:
             g = explainer.groups.index(r.group_key)
             assert r.margin == pytest.approx(grouped[i, g], abs=1e-12)
-            # Identity calibration: probability points = sigmoid(m) - sigmoid(m - c), x100.
-            def sigmoid(z: float) -> float:
-                return float(1 / (1 + np.exp(-z)))
+            scales.add(r.scale)
+            if above >= 0.05 and margin[i] > bias[i]:
+                expected = above * r.margin / (margin[i] - bias[i])
+                assert r.scale == "probability points"
+                assert r.contribution == pytest.approx(expected, rel=1e-9)
+            else:
+                assert r.scale == "log-odds" and r.contribution == r.margin
+                assert "对数几率" in r.text_zh
+    assert "probability points" in scales
 
-            expected = 100 * (sigmoid(margin[i]) - sigmoid(margin[i] - r.margin))
-            assert r.contribution == pytest.approx(expected, abs=1e-9)
-            assert r.scale == "probability points"
+
+def test_probability_points_of_all_groups_add_up_to_risk_above_base() -> None:
+    """Sizes are additive: over every group they sum to risk - base risk (in points)."""
+    explainer = Explainer(model(), max_reasons=8)
+    X = frame_matrix()[:200]
+    contrib = explainer.contributions(X)
+    per_logodds = explainer.points_per_logodds(contrib)
+    grouped = explainer.group_contributions(contrib)
+    calibrate = model().calibrator.apply
+    above = 100 * (calibrate(contrib.sum(axis=1)) - calibrate(contrib[:, -1]))
+    rows = np.isfinite(per_logodds)
+    assert rows.sum() > 10
+    np.testing.assert_allclose((grouped * per_logodds[:, None]).sum(axis=1)[rows],
+                               above[rows], rtol=1e-9, atol=1e-9)
+    assert (above[~rows] < 0.05).all()
 
 
 def test_reason_text_comes_from_the_registry_template() -> None:

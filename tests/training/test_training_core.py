@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_breast_cancer, make_classification
 
-from training.core import FitResult, TrainConfig, fit_evaluate, make_folds
+from training.core import (
+    FitResult,
+    TrainConfig,
+    _before_gap,
+    _fit_stop_rows,
+    _held_out_households,
+    fit_evaluate,
+    make_folds,
+)
 
 FAST = {"num_threads": 1, "learning_rate": 0.1, "n_estimators": 200,
         "early_stopping_rounds": 20, "min_child_samples": 20}
@@ -73,7 +81,8 @@ def test_test_block_never_reaches_the_evaluated_model(
     result, X, y, t = fitted
     flipped = y.copy()
     flipped[result.test_mask] = 1 - flipped[result.test_mask]
-    again = fit_evaluate(X, flipped, t, config=TrainConfig(**FAST, logistic_baseline=False))
+    again = fit_evaluate(X, flipped, t, config=TrainConfig(**FAST, logistic_baseline=False),
+                         household=pd.Series(np.tile(np.arange(1000), 8)))
     np.testing.assert_array_equal(again.test_probability, result.test_probability)
     np.testing.assert_array_equal(again.evaluated_artifact.raw_margin(X.iloc[:200]),
                                   result.evaluated_artifact.raw_margin(X.iloc[:200]))
@@ -131,3 +140,50 @@ def test_negative_downsampling_keeps_ranking_and_calibration() -> None:
     # Boosters saw ~3x the real positive share; out-of-time calibration brings it back.
     assert abs(result.test_metrics["mean_predicted"] - y[result.test_mask].mean()) < 0.02
     assert result.test_metrics["ece"] < 0.05
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(8, 20), st.integers(0, 3), st.floats(0.05, 0.5), st.integers(0, 10_000))
+def test_early_stopping_households_are_never_fitted(n_periods: int, gap: int, share: float,
+                                                    seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    households = pd.Series(rng.integers(0, 50, size=n_periods * 30)).map("h{:03d}".format)
+    period_idx = np.sort(rng.integers(0, n_periods, size=len(households)))
+    held = _held_out_households(households, share)
+    assert held is not None
+    # the holdout is a property of the household, not of the row
+    assert pd.Series(held).groupby(households.to_numpy()).nunique().max() == 1
+    fold = make_folds(n_periods, TrainConfig(gap_periods=gap))[-1]
+    fit_rows, stop_rows = _fit_stop_rows(period_idx, fold, held)
+    assert not set(households[fit_rows]) & set(households[stop_rows])
+    assert (period_idx[fit_rows] < fold.stop_periods[1]).all()
+    assert ((period_idx[stop_rows] >= fold.stop_periods[0])
+            & (period_idx[stop_rows] < fold.stop_periods[1])).all()
+    # every other household's rows before the gap are fitted on
+    before = _before_gap(period_idx, fold)
+    assert fit_rows.tolist() == before[~held[before]].tolist()
+    assert stop_rows.tolist() == [r for r in before if held[r]
+                                  and period_idx[r] >= fold.stop_periods[0]]
+
+
+def test_early_stopping_fires_when_households_repeat() -> None:
+    """Labels carried by the household, not by any signal that generalises to others:
+    a stop set of the same households rewards memorising them; held-out ones do not."""
+    rng = np.random.default_rng(3)
+    n_households, n_periods = 600, 10
+    fingerprint = rng.normal(size=(n_households, 6))
+    prone = rng.random(n_households) < 0.15  # unrelated to the fingerprint
+    hh = np.tile(np.arange(n_households), n_periods)
+    X = pd.DataFrame(fingerprint[hh] + rng.normal(scale=0.01, size=(len(hh), 6)),
+                     columns=[f"f{i}" for i in range(6)])
+    y = pd.Series((rng.random(len(hh)) < np.where(prone[hh], 0.6, 0.02)).astype(int))
+    t = pd.Series(np.repeat(np.arange(n_periods), n_households))
+    config = {**FAST, "n_estimators": 300, "logistic_baseline": False}
+
+    def rounds(holdout: float) -> int:
+        result = fit_evaluate(X, y, t, household=pd.Series(hh),
+                              config=TrainConfig(**config, early_stopping_holdout=holdout))
+        comparison = result.comparison.set_index("scorer")
+        return int(comparison.loc["lightgbm", "rounds"])
+
+    assert rounds(0.0) > 3 * rounds(0.2)

@@ -1,0 +1,537 @@
+"""The scoring API's logic, free of any web framework (`serving/service.py` is the thin
+BentoML layer on top; docs/api.md describes the HTTP side).
+
+`RiskLookup(settings)` answers the provincial monitoring platform:
+
+- `score(as_of, household_keys, explain, limit)`: risk, rank, tier, types, departments,
+  rules and reasons. Tiers are ranks within the whole province, so a subset cannot be
+  scored alone: the first request for a month scores every in-scope household (exactly
+  what `serving.scoring.score_month` does) and caches the scored frame and the encoded
+  feature matrix of that one month; later requests for it are lookups. Households that
+  were not alerted get their reasons on demand (TreeSHAP for those rows only).
+- `model_info()`: what is being served.
+- `alerts(township, status, limit)`: the alert store's lifecycle view.
+
+The model URI is re-resolved at most every `settings.api_model_refresh_seconds`; a new
+registry version (a new champion after the monthly retrain) is loaded and the cached
+month dropped.
+
+Privacy: households are addressed by pseudonym (`h_` + 20 hex) only. Keys that look like
+raw identifiers (an 18-character ID number, a household number) are rejected without
+being echoed: re-identification happens only in the audited caseworker export.
+
+Errors the caller can fix raise `BadRequestError` (HTTP 400) or `NotFoundError` (HTTP 404).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import features
+from doudi.errors import UserError
+from doudi.model_artifact import ModelArtifact
+from doudi.settings import Settings
+from doudi.warehouse import COUNTY_DIR_PREFIX, MONTH_DIR_PREFIX, month_of
+from features.asof import month_end
+from ingest.pseudonyms import DIGEST_HEX, PREFIX
+from serving import scoring
+from serving.api_models import (
+    ApiError,
+    BadRequestError,
+    HouseholdRisk,
+    ModelInfo,
+    NotFoundError,
+    ReasonOut,
+    ScoreResponse,
+)
+from serving.explain import (
+    PROBABILITY_POINTS,
+    ExplainedReason,
+    Explainer,
+    county_medians,
+    reference_rows,
+)
+
+__all__ = [
+    "ApiError",
+    "BadRequestError",
+    "HouseholdRisk",
+    "ModelInfo",
+    "NotFoundError",
+    "ReasonOut",
+    "RiskLookup",
+    "ScoreResponse",
+    "check_keys",
+    "key_problem",
+    "parse_as_of",
+]
+
+log = logging.getLogger(__name__)
+
+HOUSEHOLD_PREFIX = PREFIX["household"]
+_HOUSEHOLD_KEY = re.compile(rf"^{re.escape(HOUSEHOLD_PREFIX)}[0-9a-f]{{{DIGEST_HEX}}}$")
+_PERSON_KEY = re.compile(rf"^{re.escape(PREFIX['person'])}[0-9a-f]{{{DIGEST_HEX}}}$")
+_ID_NUMBER = re.compile(r"^(\d{17}[\dXx]|\d{15})$")  # 居民身份证号码: GB 11643, old 15-digit
+_RAW_NUMBER = re.compile(r"^[0-9A-Za-z-]*\d{6}[0-9A-Za-z-]*$")  # 户编号-like: a long digit run
+_AS_OF = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
+_TOWNSHIP = re.compile(r"^\d{9}$")
+PSEUDONYMS_ONLY = (
+    "the API takes household pseudonyms only (h_ followed by "
+    f"{DIGEST_HEX} lowercase hex characters): raw identifiers never travel through it, "
+    "re-identification happens only in the audited caseworker export"
+)
+
+
+# -- validation ----------------------------------------------------------------------------
+def _shown(value: object) -> str:
+    """A value for an error message, unless it could be an identifier (never echoed)."""
+    text = str(value)
+    if len(text) > 12 or sum(c.isdigit() for c in text) > 8:
+        return f"a {len(text)}-character value"
+    return repr(text)
+
+
+def parse_as_of(value: str | date) -> date:
+    """The month end of 'YYYY-MM' or 'YYYY-MM-DD' (a date): BadRequestError otherwise."""
+    if isinstance(value, date):
+        return month_end(value)
+    text = value.strip() if isinstance(value, str) else ""
+    match = _AS_OF.match(text)
+    if match is None:
+        raise BadRequestError(
+            f"as_of must be a month YYYY-MM or a date YYYY-MM-DD, not {_shown(value)}"
+        )
+    try:
+        if match.group(3):
+            return month_end(date.fromisoformat(text))
+        if not 1 <= int(match.group(2)) <= 12:
+            raise ValueError
+    except ValueError:
+        raise BadRequestError(f"as_of {_shown(value)} is not a valid month or date") from None
+    return month_end(text)
+
+
+def key_problem(key: str) -> str | None:
+    """None for a household pseudonym, else what is wrong (without repeating the key)."""
+    if not isinstance(key, str):
+        return f"is a {type(key).__name__}, not a string"
+    if _HOUSEHOLD_KEY.match(key):
+        return None
+    text = key.strip()
+    if _ID_NUMBER.match(text):
+        return f"looks like a resident ID number (身份证号): {PSEUDONYMS_ONLY}"
+    if _PERSON_KEY.match(text):
+        return "is a person pseudonym (p_...): pass the household's pseudonym (h_...)"
+    if _RAW_NUMBER.match(text) and not text.lower().startswith(HOUSEHOLD_PREFIX):
+        return f"looks like a raw household number (户编号): {PSEUDONYMS_ONLY}"
+    if _HOUSEHOLD_KEY.match(text.lower()):
+        return "is not a household pseudonym: pseudonyms are lowercase, without spaces"
+    return (
+        f"is not a household pseudonym (expected {HOUSEHOLD_PREFIX} followed by "
+        f"{DIGEST_HEX} lowercase hex characters)"
+    )
+
+
+def check_keys(keys: Sequence[str], max_households: int) -> list[str]:
+    """The keys, de-duplicated in request order; BadRequestError when any is not a pseudonym."""
+    if isinstance(keys, str):
+        raise BadRequestError("household_keys must be a list of pseudonyms, not one string")
+    if len(keys) == 0:
+        raise BadRequestError(
+            "household_keys is empty: leave it out (null) to get the month's alerted households"
+        )
+    if len(keys) > max_households:
+        raise BadRequestError(
+            f"{len(keys)} household keys in one request; at most "
+            f"{max_households} (settings.api_max_households): split the request"
+        )
+    problems = [(i, p) for i, k in enumerate(keys) if (p := key_problem(k)) is not None]
+    if problems:
+        shown = "; ".join(f"household_keys[{i}] {p}" for i, p in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise BadRequestError(
+            f"{len(problems)} of {len(keys)} household key(s) rejected: {shown}{more}"
+        )
+    return list(dict.fromkeys(keys))
+
+
+def _check_limit(limit: int, max_households: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= max_households:
+        raise BadRequestError(
+            f"limit must be an integer from 1 to {max_households}, not {_shown(limit)}"
+        )
+    return limit
+
+
+def latest_delivered_month(warehouse: Path) -> str | None:
+    """The newest `reported_month` partition of any feed ('YYYY-MM'), None when empty."""
+    months = [
+        month_of(p)
+        for p in warehouse.glob(f"*/{COUNTY_DIR_PREFIX}*/{MONTH_DIR_PREFIX}*")
+        if p.is_dir()
+    ]
+    return max(months) if months else None
+
+
+# -- the lookup ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Model:
+    uri: str
+    artifact: ModelArtifact
+    version: str
+    explainer: Explainer
+    loaded_at: datetime
+
+
+@dataclass(frozen=True)
+class _Month:
+    """One month scored with one model: read-only once built (shared between threads)."""
+
+    as_of: date
+    model: _Model
+    scored: pd.DataFrame
+    X: np.ndarray  # encoded features, rows as in `scored`
+    medians: pd.DataFrame  # county medians at T: the reasons' comparison values
+    columns: dict[str, list[Any]]  # scored columns as Python lists (fast row access)
+    row_of: dict[str, int]
+    alert_rows: list[int]  # alerted rows by rank
+    seconds: float
+
+
+class RiskLookup:
+    """Risk scores and explanations for the monitoring platform (thread-safe)."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()  # the month cache (and the model it was built with)
+        self._refresh_lock = threading.Lock()
+        self._store_lock = threading.Lock()
+        self._store: Any = None
+        self._client: Any = None
+        self._model = self._load()
+        self._checked = clock()
+        self._month: _Month | None = None
+
+    # -- the model -------------------------------------------------------------------
+    def _load(self) -> _Model:
+        uri = self.settings.api_model_uri
+        artifact, version = scoring.load_model(uri, self.settings)
+        explainer = Explainer(artifact, max_reasons=self.settings.max_reasons)
+        log.info("serving %s (%s, as of %s)", version, uri, artifact.meta.get("as_of"))
+        return _Model(uri, artifact, version, explainer, datetime.now(UTC))
+
+    def _registry_version(self) -> str | None:
+        """The version `api_model_uri` points at now; None when it cannot move (a folder,
+        a fixed version number)."""
+        uri = self.settings.api_model_uri
+        if not uri.startswith("models:/"):
+            return None
+        name, _, alias = uri.removeprefix("models:/").partition("@")
+        if not alias:
+            return None
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri())
+        return f"{name}/{self._client.get_model_version_by_alias(name, alias).version}"
+
+    def _current(self) -> _Model:
+        """The served model, re-resolved when `api_model_refresh_seconds` have passed."""
+        every = self.settings.api_model_refresh_seconds
+        if self._clock() - self._checked < every:
+            return self._model
+        with self._refresh_lock:
+            if self._clock() - self._checked < every:  # another thread just checked
+                return self._model
+            try:
+                version = self._registry_version()
+                if version is not None and version != self._model.version:
+                    model = self._load()
+                    with self._lock:
+                        log.info(
+                            "model changed: %s -> %s; cached scores dropped",
+                            self._model.version,
+                            model.version,
+                        )
+                        self._model, self._month = model, None
+            except Exception as err:  # the registry is down: keep serving what we have
+                log.warning(
+                    "could not re-resolve %s (%s); still serving %s",
+                    self.settings.api_model_uri,
+                    err,
+                    self._model.version,
+                )
+            self._checked = self._clock()
+        return self._model
+
+    # -- the month cache ---------------------------------------------------------------
+    def _month_for(self, as_of: date) -> _Month:
+        model = self._current()
+        with self._lock:
+            month = self._month
+            if month is None or month.as_of != as_of or month.model is not model:
+                month = self._score_month(as_of, model)
+                self._month = month
+            return month
+
+    def _score_month(self, as_of: date, model: _Model) -> _Month:
+        started = time.perf_counter()
+        settings = self.settings
+        latest = latest_delivered_month(settings.warehouse_dir)
+        if latest is None:
+            raise NotFoundError(
+                f"the warehouse has no data yet (run `doudi ingest`); "
+                f"nothing to score as of {as_of:%Y-%m}"
+            )
+        if f"{as_of:%Y-%m}" > latest:
+            raise NotFoundError(
+                f"no data delivered for {as_of:%Y-%m} yet: the warehouse's "
+                f"latest delivery is {latest}"
+            )
+        try:
+            table = features.scoring_table(settings.warehouse_dir, as_of, settings)
+        except UserError as err:  # e.g. no households table: nothing to score from
+            raise NotFoundError(f"no scoring table for {as_of:%Y-%m}: {err}") from err
+        if len(table) == 0:
+            raise NotFoundError(
+                f"no in-scope households as of {as_of:%Y-%m} (before the "
+                "warehouse's first delivery, or nobody in scope)"
+            )
+        scored = scoring.score(
+            table,
+            model.artifact,
+            settings,
+            month_end(as_of),
+            model_version=model.version,
+            explainer=model.explainer,
+        )
+        X = model.artifact.encode(table)
+        medians = county_medians(table, model.artifact.feature_names)
+        keys = scored["household_key"].astype(str).tolist()
+        alerted = np.flatnonzero(scored["alerted"].to_numpy())
+        by_rank = alerted[np.argsort(scored["rank"].to_numpy()[alerted], kind="stable")]
+        columns = {c: scored[c].tolist() for c in scored.columns}
+        seconds = time.perf_counter() - started
+        log.info(
+            "scored %d households as of %s with %s in %.1fs (%d alerted)",
+            len(scored),
+            as_of,
+            model.version,
+            seconds,
+            len(alerted),
+        )
+        return _Month(
+            as_of,
+            model,
+            scored,
+            X,
+            medians,
+            columns,
+            {k: i for i, k in enumerate(keys)},
+            by_rank.tolist(),
+            seconds,
+        )
+
+    def scored_frame(self, as_of: str | date) -> pd.DataFrame:
+        """The cached full scoring of a month (as `serving.scoring.score` returns it)."""
+        return self._month_for(parse_as_of(as_of)).scored
+
+    # -- answers -------------------------------------------------------------------------
+    def score(
+        self,
+        as_of: str | date,
+        household_keys: Sequence[str] | None = None,
+        explain: bool = True,
+        limit: int = 1000,
+    ) -> ScoreResponse:
+        """The month's alerted households by rank (no keys; at most `limit`), or the
+        requested households (reasons computed on demand for those not alerted)."""
+        day = parse_as_of(as_of)
+        max_households = self.settings.api_max_households
+        keys = None if household_keys is None else check_keys(household_keys, max_households)
+        limit = _check_limit(limit, max_households)
+        month = self._month_for(day)
+        missing: list[str] = []
+        if keys is None:
+            rows = month.alert_rows[:limit]
+        else:
+            rows = []
+            for key in keys:
+                i = month.row_of.get(key)
+                if i is None:
+                    missing.append(key)
+                else:
+                    rows.append(i)
+        reasons = self._reasons(month, rows) if explain else {}
+        return ScoreResponse(
+            as_of=day.isoformat(),
+            model_version=month.model.version,
+            in_scope=len(month.scored),
+            alerted=len(month.alert_rows),
+            households=[self._household(month, i, reasons.get(i, [])) for i in rows],
+            missing=missing,
+        )
+
+    def explain(self, as_of: str | date, household_key: str) -> HouseholdRisk:
+        """One household with its reasons (up to settings.max_reasons), alerted or not."""
+        if not isinstance(household_key, str):
+            raise BadRequestError("household_key must be one pseudonym (a string)")
+        response = self.score(as_of, [household_key], explain=True, limit=1)
+        if not response.households:
+            raise NotFoundError(f"household {household_key} is not in scope as of {response.as_of}")
+        return response.households[0]
+
+    def _reasons(self, month: _Month, rows: Sequence[int]) -> dict[int, list[ExplainedReason]]:
+        """Reasons for these rows: alerts' from the scoring, the others computed now,
+        exactly as `serving.scoring.score` computes them for alerts."""
+        alerted = month.columns["alerted"]
+        stored = month.columns["reasons"]
+        out = {i: stored[i] for i in rows if alerted[i]}
+        todo = np.array(sorted({i for i in rows if not alerted[i]}), dtype=np.int64)
+        if len(todo):
+            explainer = month.model.explainer
+            values = month.X[todo]
+            counties = month.columns["county_code"]
+            reference = reference_rows(month.medians, [counties[i] for i in todo.tolist()])
+            # one thread: requests run in parallel threads and the month is scored already
+            contrib = explainer.contributions(values, num_threads=1)
+            for i, r in zip(
+                todo.tolist(),
+                explainer.reasons_from(values, contrib, reference=reference),
+                strict=True,
+            ):
+                out[i] = r
+        return out
+
+    @staticmethod
+    def _household(month: _Month, i: int, reasons: Sequence[ExplainedReason]) -> HouseholdRisk:
+        c = month.columns
+        return HouseholdRisk(
+            household_key=str(c["household_key"][i]),
+            as_of=month.as_of.isoformat(),
+            county_code=str(c["county_code"][i]),
+            village_code=str(c["village_code"][i]),
+            risk=float(c["risk"][i]),
+            rank=int(c["rank"][i]),
+            tier=str(c["tier"][i]),
+            alerted=bool(c["alerted"][i]),
+            source=str(c["source"][i]),
+            risk_types=list(c["risk_types"][i]),
+            departments=list(c["departments"][i]),
+            rule_triggers=list(c["rule_triggers"][i]),
+            reasons=[
+                ReasonOut(
+                    rank=r.rank,
+                    group=r.group_key,
+                    text_zh=r.text_zh,
+                    contribution_pp=(r.contribution if r.scale == PROBABILITY_POINTS
+                                     else None),
+                    margin_logodds=r.margin,
+                )
+                for r in reasons
+            ],
+            model_version=str(c["model_version"][i]),
+            model_as_of=str(c["model_as_of"][i]),
+        )
+
+    def model_info(self) -> ModelInfo:
+        model = self._current()
+        meta = model.artifact.meta
+        month = self._month
+        cached = month.as_of.isoformat() if month is not None and month.model is model else None
+        return ModelInfo(
+            model_uri=model.uri,
+            model_version=model.version,
+            model_as_of=str(meta.get("as_of", "")),
+            trained_through=str(meta["trained_through"])[:10]
+            if meta.get("trained_through")
+            else None,
+            feature_count=len(model.artifact.feature_names),
+            feature_registry_version=(
+                str(meta["feature_registry_version"])
+                if meta.get("feature_registry_version")
+                else None
+            ),
+            calibration_method=str(
+                meta.get("calibration_method") or model.artifact.calibrator.method
+            ),
+            risk_type_models=sorted(model.artifact.type_boosters),
+            loaded_at=model.loaded_at.isoformat(timespec="seconds"),
+            refresh_seconds=self.settings.api_model_refresh_seconds,
+            cached_as_of=cached,
+        )
+
+    # -- the alert store -----------------------------------------------------------------
+    def alerts(
+        self, township: str | None = None, status: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Alerts in the store, newest first: the lifecycle state caseworkers update."""
+        from serving.store import Status, list_alerts
+
+        if township is not None and not (isinstance(township, str) and _TOWNSHIP.match(township)):
+            raise BadRequestError(
+                f"township must be a 9-digit township code, not {_shown(township)}"
+            )
+        statuses = [s.value for s in Status]
+        if status is not None and status not in statuses:
+            raise BadRequestError(
+                f"status must be one of {', '.join(statuses)}, not {_shown(status)}"
+            )
+        limit = _check_limit(limit, self.settings.api_max_households)
+        frame = list_alerts(self._alert_store(), township=township, status=status).head(limit)
+        out: list[dict[str, Any]] = []
+        for record in frame.to_dict("records"):
+            row = {str(k): v for k, v in record.items()}
+            risk = row["risk"]
+            out.append(
+                {
+                    **row,
+                    "alert_id": int(row["alert_id"]),
+                    "as_of": pd.Timestamp(row["as_of"]).date().isoformat(),
+                    "risk": None if risk is None or math.isnan(risk) else float(risk),
+                    "risk_types": _split(row["risk_types"]),
+                    "departments": _split(row["departments"]),
+                    "rule_triggers": _split(row["rule_triggers"]),
+                    "created_at": _iso(row["created_at"]),
+                    "updated_at": _iso(row["updated_at"]),
+                }
+            )
+        return out
+
+    def _alert_store(self) -> Any:
+        with self._store_lock:
+            if self._store is None:
+                from serving.store import open_store
+
+                self._store = open_store(settings=self.settings)
+            return self._store
+
+    def close(self) -> None:
+        """Release the alert store's connections."""
+        with self._store_lock:
+            if self._store is not None:
+                self._store.dispose()
+                self._store = None
+
+
+def _split(value: object) -> list[str]:
+    return [v for v in str(value or "").split(";") if v]
+
+
+def _iso(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return pd.Timestamp(value).isoformat()  # type: ignore[arg-type]

@@ -1,0 +1,411 @@
+"""The scoring API: `RiskLookup` in-process on a real monthly workspace (ingest -> train ->
+champion -> score -> alert store), then the real BentoML server as a subprocess."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from doudi.errors import UserError
+from doudi.idnumber import make_id
+from doudi.model_artifact import ModelArtifact
+from doudi.settings import PROJECT_ROOT, Settings
+from features import scoring_table
+from features.asof import month_end
+from serving.api import (
+    BadRequestError,
+    NotFoundError,
+    RiskLookup,
+    check_keys,
+    key_problem,
+    parse_as_of,
+)
+from serving.explain import Explainer, county_medians, reference_rows
+from serving.scoring import load_model, score
+from serving.store import list_alerts, open_store
+
+AS_OF = "2025-06"  # the small world's last month
+MONTH_END = month_end(AS_OF)
+RAW_ID = make_id("620121", date(1980, 5, 17), 123)
+RAW_HOUSEHOLD = "6201210010010007"  # village code + serial: the generator's 户编号
+UNKNOWN = "h_" + "0" * 20
+CJK = re.compile(r"[\u4e00-\u9fff]")
+# the champion, its version label, the month's scoring table, `score`'s output
+Expected = tuple[ModelArtifact, str, pd.DataFrame, pd.DataFrame]
+
+
+def _shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This run's temp root, shared by the xdist workers (each has a sub-folder of it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="module")
+def settings(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A workspace after `doudi monthly` as of 2025-06, built once per run (file lock)."""
+    from doudi.commands.monthly_cmd import run_monthly
+
+    root = _shared_dir(tmp_path_factory)
+    home = root / "api_workspace"
+    made = Settings(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}", workers=1)
+    with (root / "api_workspace.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / ".ready").exists():
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir()
+            run_monthly(made, AS_OF, small_world / "raw")
+            (home / ".ready").touch()
+    return made
+
+
+@pytest.fixture(scope="module")
+def lookup(settings: Settings) -> Iterator[RiskLookup]:
+    found = RiskLookup(settings)
+    yield found
+    found.close()
+
+
+@pytest.fixture(scope="module")
+def expected(settings: Settings) -> Expected:
+    """`serving.scoring.score` on the month, computed here independently of the API."""
+    artifact, version = load_model(settings.api_model_uri, settings)
+    table = scoring_table(settings.warehouse_dir, AS_OF, settings)
+    return (
+        artifact,
+        version,
+        table,
+        score(table, artifact, settings, MONTH_END, model_version=version),
+    )
+
+
+# -- in process ---------------------------------------------------------------------------
+def test_without_keys_the_months_alerts_by_rank(
+    lookup: RiskLookup, settings: Settings, expected: Expected
+) -> None:
+    _, version, _, scored = expected
+    alerts = scored[scored["alerted"]].sort_values("rank")
+    got = lookup.score(AS_OF)
+    assert got.as_of == MONTH_END.isoformat() and got.model_version == version == "doudi-risk/1"
+    assert got.in_scope == len(scored) and got.alerted == len(alerts) > 0 and not got.missing
+    assert [h.household_key for h in got.households] == alerts["household_key"].tolist()
+    assert [h.risk for h in got.households] == alerts["risk"].tolist()
+    assert [h.rank for h in got.households] == alerts["rank"].tolist()
+    assert [h.tier for h in got.households] == alerts["tier"].tolist()
+    assert all(h.alerted and h.tier != "none" for h in got.households)
+    assert [[r.text_zh for r in h.reasons] for h in got.households] == [
+        [r.text_zh for r in reasons] for reasons in alerts["reasons"]
+    ]
+    # the same households `doudi monthly` stored as alerts for the month
+    with open_store(settings=settings) as store:
+        stored = list_alerts(store)
+    assert set(stored["household_key"]) == {h.household_key for h in got.households}
+    assert lookup.score(AS_OF, limit=3).households == got.households[:3]
+    # a date in the month is the month
+    assert lookup.score("2025-06-12", limit=3).households == got.households[:3]
+
+
+def test_requested_households_get_reasons_on_demand(lookup: RiskLookup, expected: Expected) -> None:
+    artifact, _, table, scored = expected
+    quiet = scored[~scored["alerted"]].sort_values("rank").head(6)
+    alerted = scored[scored["alerted"]].iloc[0]
+    keys = [
+        *quiet["household_key"],
+        UNKNOWN,
+        alerted["household_key"],
+        quiet["household_key"].iloc[0],
+    ]  # repeated: answered once
+    got = lookup.score(AS_OF, keys)
+    assert got.missing == [UNKNOWN]
+    assert [h.household_key for h in got.households] == [
+        *quiet["household_key"],
+        alerted["household_key"],
+    ]
+    assert [h.risk for h in got.households[:-1]] == quiet["risk"].tolist()
+    rows = quiet.index.to_numpy()
+    contributions = artifact.contributions(table.iloc[rows])[:, :-1]
+    for h, positive in zip(
+        got.households[:-1], np.clip(contributions, 0, None).sum(axis=1), strict=True
+    ):
+        assert not h.alerted and h.tier == "none" and h.risk_types == []
+        assert 1 <= len(h.reasons) <= lookup.settings.max_reasons
+        assert [r.rank for r in h.reasons] == list(range(1, len(h.reasons) + 1))
+        assert sum(r.margin_logodds for r in h.reasons) <= positive + 1e-9
+        # points are proportional to log-odds within a household, or absent (log-odds text)
+        assert all(r.margin_logodds > 0 for r in h.reasons)
+        sizes = [r.contribution_pp for r in h.reasons]
+        if sizes[0] is None:
+            assert all(size is None for size in sizes)
+            assert all("对数几率" in r.text_zh for r in h.reasons)
+        else:
+            per_logodds = [r.contribution_pp / r.margin_logodds for r in h.reasons]
+            assert max(per_logodds) == pytest.approx(min(per_logodds), rel=1e-9)
+        assert all(CJK.search(r.text_zh) for r in h.reasons)
+    # exactly what `score` writes for an alert: county medians at T as comparison values
+    explainer = Explainer(artifact, max_reasons=lookup.settings.max_reasons)
+    reference = reference_rows(
+        county_medians(table, artifact.feature_names), table["county_code"].to_numpy()[rows]
+    )
+    again = explainer.explain(table.iloc[rows], reference=reference)
+    assert [[r.text_zh for r in h.reasons] for h in got.households[:-1]] == [
+        [r.text_zh for r in reasons] for reasons in again
+    ]
+    one = lookup.explain(AS_OF, quiet["household_key"].iloc[0])
+    assert one == got.households[0]
+    plain = lookup.score(AS_OF, keys, explain=False)
+    assert all(h.reasons == [] for h in plain.households)
+    assert [h.risk for h in plain.households] == [h.risk for h in got.households]
+
+
+def test_raw_identifiers_and_bad_input_are_rejected(lookup: RiskLookup) -> None:
+    raw = {
+        "an ID number": RAW_ID,
+        "an old 15-digit ID": RAW_ID[:6] + RAW_ID[8:17],
+        "a household number": RAW_HOUSEHOLD,
+    }
+    for what, value in raw.items():
+        with pytest.raises(BadRequestError, match="pseudonyms only") as err:
+            lookup.score(AS_OF, [UNKNOWN, value])
+        assert value not in str(err.value), f"{what} echoed back"
+        assert "household_keys[1]" in str(err.value)
+    with pytest.raises(BadRequestError, match="pseudonyms only"):
+        lookup.explain(AS_OF, RAW_ID)
+    assert "person pseudonym" in str(key_problem("p_" + "a" * 20))
+    assert "lowercase" in str(key_problem("h_" + "A" * 20))
+    assert key_problem("h_" + "0123456789abcdef0123") is None
+    for month in ("2025/06", "2025-13", "June", "2025-02-30", "25-06", ""):
+        with pytest.raises(BadRequestError, match="as_of"):
+            lookup.score(month)
+    with pytest.raises(BadRequestError, match="empty"):
+        lookup.score(AS_OF, [])
+    with pytest.raises(BadRequestError, match="at most 2"):
+        check_keys([UNKNOWN] * 3, max_households=2)
+    with pytest.raises(BadRequestError, match="limit"):
+        lookup.score(AS_OF, limit=0)
+    assert parse_as_of("2025-06-12") == parse_as_of("2025-06") == MONTH_END
+
+
+def test_months_without_data_are_not_found(lookup: RiskLookup) -> None:
+    with pytest.raises(NotFoundError, match="no in-scope households"):
+        lookup.score("2019-01")  # before the first delivery
+    with pytest.raises(NotFoundError, match="latest delivery is 2025-06"):
+        lookup.score("2030-01")  # not delivered yet: scoring it would pass old data off as new
+    with pytest.raises(NotFoundError, match="not in scope"):
+        lookup.explain(AS_OF, UNKNOWN)
+
+
+def test_model_info_and_alert_store(
+    lookup: RiskLookup, settings: Settings, expected: Expected
+) -> None:
+    info = lookup.model_info()
+    assert info.model_version == "doudi-risk/1" and info.model_as_of.startswith("2025-06")
+    assert info.feature_count == len(expected[0].feature_names) > 0
+    assert info.feature_registry_version and info.calibration_method
+    alerts = lookup.alerts()
+    with open_store(settings=settings) as store:
+        stored = list_alerts(store)
+    assert [a["alert_id"] for a in alerts] == stored["alert_id"].tolist()
+    first = alerts[0]
+    assert first["as_of"] == MONTH_END.isoformat() and first["status"] == "dispatched"
+    assert isinstance(first["risk_types"], list) and isinstance(first["departments"], list)
+    township = first["township_code"]
+    mine = lookup.alerts(township=township, status="dispatched", limit=2)
+    assert 1 <= len(mine) <= 2 and {a["township_code"] for a in mine} == {township}
+    with pytest.raises(BadRequestError, match="status"):
+        lookup.alerts(status="opened")
+    with pytest.raises(BadRequestError, match="township"):
+        lookup.alerts(township="6201")
+
+
+def test_a_new_champion_is_picked_up(settings: Settings, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    shutil.copy(settings.home / "mlflow.db", tmp_path / "mlflow.db")  # leave the shared one
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    now = [0.0]
+    mine = settings.model_copy(update={"mlflow_tracking_uri": uri, "api_model_refresh_seconds": 60})
+    lookup = RiskLookup(mine, clock=lambda: now[0])
+    assert lookup.score(AS_OF, limit=1).model_version == "doudi-risk/1"
+
+    client = MlflowClient(tracking_uri=uri)
+    current = client.get_model_version("doudi-risk", "1")
+    new = client.create_model_version("doudi-risk", str(current.source), run_id=current.run_id)
+    client.set_registered_model_alias("doudi-risk", "champion", new.version)
+
+    now[0] = 30.0  # not due yet: still the cached month of version 1
+    assert lookup.score(AS_OF, limit=1).model_version == "doudi-risk/1"
+    now[0] = 61.0
+    assert lookup.model_info().model_version == f"doudi-risk/{new.version}"
+    again = lookup.score(AS_OF, limit=1)
+    assert again.model_version == f"doudi-risk/{new.version}"
+    assert again.households[0].model_version == again.model_version  # rescored, not cached
+    # refresh 0: every call re-resolves
+    eager = RiskLookup(mine.model_copy(update={"api_model_refresh_seconds": 0}))
+    client.set_registered_model_alias("doudi-risk", "champion", "1")
+    assert eager.model_info().model_version == "doudi-risk/1"
+
+
+def test_serve_command_wiring(tmp_path: Path) -> None:
+    from doudi.commands.serve_cmd import check_model, server_command, server_environment
+
+    s = Settings(home=tmp_path / "ws", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    env = server_environment(s, {"PATH": "/bin", "DOUDI_CONFIG": "doudi.toml"})
+    assert env["DOUDI_HOME"] == str(s.home) and Path(env["DOUDI_HOME"]).is_absolute()
+    assert env["BENTOML_HOME"] == str(s.home / "bentoml")
+    assert env["BENTOML_DO_NOT_TRACK"] == env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert Path(env["DOUDI_CONFIG"]).is_absolute() and env["PATH"] == "/bin"
+    argv = server_command("127.0.0.1", 3000)
+    assert argv[-6:] == [
+        "serve",
+        "serving.service:DoudiRisk",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "3000",
+    ]
+    with pytest.raises(UserError, match="no model at models:/doudi-risk@champion"):
+        check_model(s)
+
+
+# -- the real server ----------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _error(response: httpx.Response) -> str:
+    """The message of a 4xx body: BentoML 1.4 answers `[{"error": ...}]` for its own
+    exceptions and `{"error": ..., "detail": ...}` for schema errors."""
+    body = response.json()
+    return str((body[0] if isinstance(body, list) else body)["error"])
+
+
+@pytest.fixture
+def server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`bentoml serve serving.service:DoudiRisk` on a free port; stopped afterwards."""
+    port = _free_port()
+    log = tmp_path / "server.log"
+    env = {
+        **os.environ,
+        "DOUDI_HOME": str(settings.home),
+        "DOUDI_MLFLOW_TRACKING_URI": settings.tracking_uri(),
+        "DOUDI_WORKERS": "1",
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    bentoml = Path(sys.executable).with_name("bentoml")
+    exe = [str(bentoml)] if bentoml.is_file() else [sys.executable, "-m", "bentoml"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                *exe,
+                "serve",
+                "serving.service:DoudiRisk",
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a whole below
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"not ready after 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield base, log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def test_the_real_server_agrees_with_the_lookup(
+    server: tuple[str, Path], lookup: RiskLookup, expected: Expected
+) -> None:
+    base, log = server
+    scored = expected[3]
+    quiet = scored[~scored["alerted"]].sort_values("rank")["household_key"].head(3).tolist()
+    with httpx.Client(base_url=base, timeout=60) as http:
+
+        def post(route: str, body: dict[str, Any]) -> httpx.Response:
+            return http.post(route, json=body)
+
+        r = post("/score", {"as_of": AS_OF})
+        assert r.status_code == 200, r.text
+        assert r.json() == lookup.score(AS_OF).model_dump(mode="json")
+        body = {"as_of": AS_OF, "household_keys": [*quiet, UNKNOWN]}
+        r = post("/score", body)
+        assert r.status_code == 200, r.text
+        assert r.json() == lookup.score(AS_OF, [*quiet, UNKNOWN]).model_dump(mode="json")
+        assert r.json()["missing"] == [UNKNOWN]
+        r = post("/explain", {"as_of": AS_OF, "household_key": quiet[0]})
+        assert r.status_code == 200, r.text
+        assert r.json() == lookup.explain(AS_OF, quiet[0]).model_dump(mode="json")
+        r = post("/model", {})
+        assert r.status_code == 200, r.text
+        mine = lookup.model_info().model_dump(mode="json")
+        for key in (
+            "model_version",
+            "model_as_of",
+            "feature_count",
+            "calibration_method",
+            "feature_registry_version",
+        ):
+            assert r.json()[key] == mine[key]
+        assert r.json()["cached_as_of"] == MONTH_END.isoformat()
+        r = post("/alerts", {"limit": 5})
+        assert r.status_code == 200, r.text
+        assert r.json() == lookup.alerts(limit=5)
+
+        # errors: 400 for raw identifiers (never echoed, never logged), 404 for no data
+        r = post("/score", {"as_of": AS_OF, "household_keys": [RAW_ID]})
+        assert r.status_code == 400 and "pseudonyms only" in _error(r)
+        r = post("/score", {"as_of": AS_OF, "household_keys": [int(RAW_HOUSEHOLD)]})
+        assert r.status_code == 400  # a number where a pseudonym belongs: schema error
+        r = post("/explain", {"as_of": AS_OF, "household_key": RAW_ID})
+        assert r.status_code == 400 and RAW_ID not in r.text
+        r = post("/score", {"as_of": "2019-01"})
+        assert r.status_code == 404 and "no in-scope households" in _error(r)
+        r = post("/score", {"as_of": "2030-01"})
+        assert r.status_code == 404
+        r = post("/score", {"as_of": "2025/06"})
+        assert r.status_code == 400 and "as_of" in _error(r)
+        r = post("/score", {"as_of": AS_OF, "households": [UNKNOWN]})  # a typo in a field
+        assert r.status_code == 400
+    text = log.read_text(encoding="utf-8", errors="replace")
+    assert RAW_ID not in text and RAW_HOUSEHOLD not in text
