@@ -167,6 +167,14 @@ class Settings(BaseSettings):
             return os.environ["MLFLOW_TRACKING_URI"]
         return f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
 
+    def artifact_root(self) -> str:
+        """Where new MLflow experiments keep artifacts: beside a SQLite tracking store,
+        else `<mlruns_dir>/artifacts` (MLflow's own default is relative to the cwd)."""
+        uri = self.tracking_uri()
+        if uri.startswith("sqlite:///"):
+            return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
+        return (self.mlruns_dir / "artifacts").as_uri()
+
     def monitoring_line(self, year: int) -> float:
         """The monitoring line for `year`; the nearest earlier year's when not listed."""
         known = sorted(y for y in self.monitoring_lines if y <= year)

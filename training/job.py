@@ -99,5 +99,6 @@ def train_monthly(
         result, X, y, time,
         as_of=as_of_text,
         tracking_uri=settings.tracking_uri(),
+        artifact_location=settings.artifact_root(),
         gate_config=gate_config,
     )

@@ -51,3 +51,15 @@ def test_tracking_uri_is_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
     assert uri.startswith("sqlite:////")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://x/y")
     assert Settings().tracking_uri() == "postgresql://x/y"
+
+
+def test_artifacts_live_beside_a_sqlite_tracking_store(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DOUDI_MLFLOW_TRACKING_URI", raising=False)
+    store = Settings(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert store.artifact_root() == (tmp_path / "artifacts").as_uri()
+    default = Settings(mlruns_dir=tmp_path / "runs")
+    assert default.artifact_root() == (tmp_path / "runs" / "artifacts").as_uri()
+    remote = Settings(mlflow_tracking_uri="postgresql://x/y", mlruns_dir=tmp_path / "runs")
+    assert remote.artifact_root() == (tmp_path / "runs" / "artifacts").as_uri()
