@@ -26,10 +26,7 @@ import os
 import platform
 import random
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -101,6 +98,14 @@ def stats(seconds: list[float]) -> dict[str, float]:
     }
 
 
+def table_row(start: str, first_s: float, seq: dict[str, float], rps: float,
+        concurrent: dict[str, float]) -> dict[str, str]:
+    """One line of the result table."""
+    return {"start": start, "first": f"{first_s:.2f} s", "p50": f"{seq['p50']:.2f}",
+            "p99": f"{seq['p99']:.2f}", "rps": f"{rps:.0f}",
+            "cp50": f"{concurrent['p50']:.2f}", "cp99": f"{concurrent['p99']:.2f}"}
+
+
 def timed_sequential(call: Callable[[str], None], keys: list[str]) -> list[float]:
     out = []
     for key in keys:
@@ -132,12 +137,6 @@ def timed_concurrent(
         th.join()
     wall = time.perf_counter() - t
     return len(keys) / wall, [x for part in latencies for x in part]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:
@@ -192,16 +191,9 @@ def main() -> None:
         local(key)
     seq = stats(timed_sequential(local, keys))
     rps, lat = timed_concurrent(lambda: local, keys, args.concurrency)
-    conc = stats(lat)
-    rows["in-process RiskLookup"] = {
-        "start": f"{imports + init:.1f} s (imports {imports:.1f} s + model load {init:.1f} s)",
-        "first": f"{first_s:.2f} s",
-        "p50": f"{seq['p50']:.2f}",
-        "p99": f"{seq['p99']:.2f}",
-        "rps": f"{rps:.0f}",
-        "cp50": f"{conc['p50']:.2f}",
-        "cp99": f"{conc['p99']:.2f}",
-    }
+    rows["in-process RiskLookup"] = table_row(
+        f"{imports + init:.1f} s (imports {imports:.1f} s + model load {init:.1f} s)",
+        first_s, seq, rps, stats(lat))
     lookup.close()
     print(
         f"in-process done: {first.in_scope} in scope, {first.alerted} alerted; "
@@ -210,87 +202,44 @@ def main() -> None:
     )
 
     # -- over HTTP ------------------------------------------------------------------------
-    port = free_port()
-    env = {
-        **os.environ,
-        "DOUDI_HOME": str(home),
-        "DOUDI_MLFLOW_TRACKING_URI": uri,
-        "DOUDI_WORKERS": str(args.threads),
-        "BENTOML_HOME": str(home / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    exe = [str(bentoml)] if bentoml.is_file() else [sys.executable, "-m", "bentoml"]
-    log = (home / "bench_server.log").open("wb")
-    t = time.perf_counter()
-    proc = subprocess.Popen(
-        [*exe, "serve", "serving.service:DoudiRisk", "--port", str(port), "--host", "127.0.0.1"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    from doudi.commands.serve_cmd import running_server
+    from doudi.settings import Settings
+
+    settings = Settings(home=home, mlflow_tracking_uri=uri)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited; see {log.name}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - t > 180:
-                raise SystemExit(f"server not ready after 180 s; see {log.name}")
-            time.sleep(0.1)
-        cold = time.perf_counter() - t
-        with httpx.Client(base_url=base, timeout=300) as http:
-            t = time.perf_counter()
-            r = http.post("/score", json={"as_of": args.as_of})
-            first_http = time.perf_counter() - t
-            r.raise_for_status()
-            assert r.json()["alerted"] == first.alerted
+        with running_server(settings, home / "bench_server.log", ready_timeout=180,
+                            extra_env={"DOUDI_WORKERS": str(args.threads)}) as server:
+            base = server.base_url
+            with httpx.Client(base_url=base, timeout=300) as http:
+                t = time.perf_counter()
+                r = http.post("/score", json={"as_of": args.as_of})
+                first_http = time.perf_counter() - t
+                r.raise_for_status()
+                assert r.json()["alerted"] == first.alerted
 
-            def remote(key: str, client: httpx.Client = http) -> None:
-                resp = client.post(
-                    "/score", json={"as_of": args.as_of, "household_keys": [key], "explain": True}
-                )
-                resp.raise_for_status()
+                def remote(key: str, client: httpx.Client = http) -> None:
+                    resp = client.post("/score", json={
+                        "as_of": args.as_of, "household_keys": [key], "explain": True})
+                    resp.raise_for_status()
 
-            for key in keys[:20]:
-                remote(key)
-            seq = stats(timed_sequential(remote, keys))
+                for key in keys[:20]:
+                    remote(key)
+                seq = stats(timed_sequential(remote, keys))
 
-        clients: list[httpx.Client] = []
+            clients: list[httpx.Client] = []
 
-        def make_remote() -> Callable[[str], None]:
-            client = httpx.Client(base_url=base, timeout=60)
-            clients.append(client)
-            return lambda key: remote(key, client)
+            def make_remote() -> Callable[[str], None]:
+                client = httpx.Client(base_url=base, timeout=60)
+                clients.append(client)
+                return lambda key: remote(key, client)
 
-        rps, lat = timed_concurrent(make_remote, keys, args.concurrency)
-        for client in clients:
-            client.close()
-        conc = stats(lat)
-        rows["HTTP (bentoml serve, 1 worker)"] = {
-            "start": f"{cold:.1f} s (to /readyz)",
-            "first": f"{first_http:.2f} s",
-            "p50": f"{seq['p50']:.2f}",
-            "p99": f"{seq['p99']:.2f}",
-            "rps": f"{rps:.0f}",
-            "cp50": f"{conc['p50']:.2f}",
-            "cp99": f"{conc['p99']:.2f}",
-        }
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+            rps, lat = timed_concurrent(make_remote, keys, args.concurrency)
+            for client in clients:
+                client.close()
+            rows["HTTP (bentoml serve, 1 worker)"] = table_row(
+                f"{server.ready_seconds:.1f} s (to /readyz)", first_http, seq, rps, stats(lat))
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
 
     load_after = load_average()
     c = args.concurrency

@@ -8,8 +8,14 @@ differs from the caller's), BENTOML_HOME under the workspace and telemetry off.
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +49,75 @@ def server_command(host: str, port: int) -> list[str]:
     script = Path(sys.executable).with_name("bentoml")
     exe = [str(script)] if script.is_file() else [sys.executable, "-m", "bentoml"]
     return [*exe, "serve", SERVICE, "--host", host, "--port", str(port)]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    ready_seconds: float  # start to the first 200 from /readyz
+
+
+@contextmanager
+def running_server(
+    settings: Settings,
+    log_path: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    ready_timeout: float = 90.0,
+) -> Iterator[RunningServer]:
+    """The API as a child process group (tests, benchmarks): ready on entry, stopped on exit.
+
+    Raises RuntimeError, with the end of the server's log, when it exits or is not ready
+    within `ready_timeout` seconds.
+    """
+    import httpx
+
+    from doudi.settings import PROJECT_ROOT
+
+    port = port or free_port(host)
+    env = server_environment(settings, {**os.environ, **(extra_env or {})})
+    base = f"http://{host}:{port}"
+    Path(env["BENTOML_HOME"]).mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            server_command(host, port), cwd=PROJECT_ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,  # stopped as a group below
+        )
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited ({process.returncode}):\n"
+                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() - started > ready_timeout:
+                raise RuntimeError(f"the server was not ready after {ready_timeout:.0f} s:\n"
+                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        yield RunningServer(base, process, log_path, time.perf_counter() - started)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
 
 
 def check_model(settings: Settings) -> None:

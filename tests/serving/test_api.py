@@ -7,11 +7,6 @@ import fcntl
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -22,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from doudi.commands.serve_cmd import running_server
 from doudi.errors import UserError
 from doudi.idnumber import make_id
 from doudi.model_artifact import ModelArtifact
-from doudi.settings import PROJECT_ROOT, Settings
+from doudi.settings import Settings
 from features import scoring_table
 from features.asof import month_end
 from serving.api import (
@@ -283,12 +279,6 @@ def test_serve_command_wiring(tmp_path: Path) -> None:
 
 
 # -- the real server ----------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _error(response: httpx.Response) -> str:
     """The message of a 4xx body: BentoML 1.4 answers `[{"error": ...}]` for its own
     exceptions and `{"error": ..., "detail": ...}` for schema errors."""
@@ -299,59 +289,12 @@ def _error(response: httpx.Response) -> str:
 @pytest.fixture
 def server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`bentoml serve serving.service:DoudiRisk` on a free port; stopped afterwards."""
-    port = _free_port()
     log = tmp_path / "server.log"
-    env = {
-        **os.environ,
-        "DOUDI_HOME": str(settings.home),
-        "DOUDI_MLFLOW_TRACKING_URI": settings.tracking_uri(),
-        "DOUDI_WORKERS": "1",
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    exe = [str(bentoml)] if bentoml.is_file() else [sys.executable, "-m", "bentoml"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *exe,
-                "serve",
-                "serving.service:DoudiRisk",
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped as a whole below
-        )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"not ready after 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield base, log
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        with running_server(settings, log, extra_env={"DOUDI_WORKERS": "1"}) as server:
+            yield server.base_url, log
+    except RuntimeError as err:  # did not start: the log's end says why
+        pytest.fail(str(err))
 
 
 def test_the_real_server_agrees_with_the_lookup(
