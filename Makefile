@@ -30,8 +30,9 @@ demo: install  ## generate a province, then run the monthly job on it and show t
 serve: install  ## the scoring API (docs/api.md) on HOST:PORT; DOUDI_HOME defaults to the demo's
 	DOUDI_HOME="$${DOUDI_HOME:-$(DEMO_DIR)/home}" .venv/bin/doudi serve --host $(HOST) --port $(PORT)
 
-test: install  ## the whole suite (PostgreSQL tests use 127.0.0.1:5432)
+test: install  ## lint, types, then the whole suite (PostgreSQL tests use 127.0.0.1:5432)
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest -n 2 -q
 
 lint: install

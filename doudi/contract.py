@@ -9,6 +9,7 @@ from it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -37,7 +38,7 @@ class Column:
     kind: Kind
     nullable: bool = False
     # enum code -> accepted Chinese term (None when the contract gives none)
-    enum: dict[str, str | None] | None = None
+    enum: Mapping[str, str | None] | None = None
     signed: bool = False  # money that may be negative
     sensitive: bool = False  # personal identifier: never leaves ingest in clear
     min_value: float | None = None
@@ -118,7 +119,7 @@ def _bool(name: str, alias: str, *, nullable: bool = False) -> Column:
 
 
 def _enum(
-    name: str, alias: str, values: dict[str, str | None], *, nullable: bool = False
+    name: str, alias: str, values: Mapping[str, str | None], *, nullable: bool = False
 ) -> Column:
     return Column(name, alias, Kind.ENUM, nullable=nullable, enum=values)
 

@@ -43,10 +43,11 @@ def apply_verdicts(table: pd.DataFrame, verdicts: pd.DataFrame | None) -> pd.Dat
     hit = row_keys.isin(keys)
     out = table.copy()
     out.loc[hit, "label"] = 1
-    for pos in np.flatnonzero(hit):
+    for pos in np.flatnonzero(hit).tolist():
         for risk_type in filter(None, types_by_key[row_keys[pos]].split(";")):
-            if f"label_{risk_type}" in out.columns:
-                out.iloc[pos, out.columns.get_loc(f"label_{risk_type}")] = 1
+            column = int(out.columns.get_indexer(pd.Index([f"label_{risk_type}"]))[0])
+            if column >= 0:  # -1: a type without a label column
+                out.iloc[pos, column] = 1
     return out
 
 
