@@ -149,8 +149,13 @@ def score(
     *,
     model_version: str | None = None,
     explainer: Explainer | None = None,
+    explain_all: bool = False,
 ) -> pd.DataFrame:
-    """Risk, rank, tier, types, departments, rules, source and reasons per household."""
+    """Risk, rank, tier, types, departments, rules, source and reasons per household.
+
+    Reasons are computed for alerted households, or for every household with
+    `explain_all` (TreeSHAP for all rows: the "explain everyone on request" path).
+    """
     explainer = explainer or Explainer(artifact, max_reasons=settings.max_reasons)
     as_of_day = pd.Timestamp(as_of).date()
     version = model_version or model_version_of(artifact)
@@ -182,15 +187,16 @@ def score(
 
     reasons: list[list[ExplainedReason]] = [[] for _ in range(n)]
     model_types: list[tuple[str, ...]] = [() for _ in range(n)]
-    rows = np.flatnonzero(alerted)
+    rows = np.arange(n) if explain_all else np.flatnonzero(alerted)
     if len(rows):
         medians = county_medians(frame, artifact.feature_names)
         reference = reference_rows(medians, frame["county_code"].to_numpy()[rows])
-        contrib = explainer.contributions(X[rows], num_threads=threads)
-        for i, r in zip(rows, explainer.reasons_from(X[rows], contrib, reference=reference),
+        explained = X if explain_all else X[rows]  # no 1M-row copy when explaining all
+        contrib = explainer.contributions(explained, num_threads=threads)
+        for i, r in zip(rows, explainer.reasons_from(explained, contrib, reference=reference),
                         strict=True):
             reasons[i] = r
-        modelled = rows[model_alert[rows]]
+        modelled = np.flatnonzero(model_alert)
         if artifact.type_boosters:
             picked = select_types(artifact.predict_types(X[modelled], num_threads=threads))
             for i, t in zip(modelled, picked, strict=False):
@@ -306,8 +312,10 @@ def load_model(uri: str, settings: Settings) -> tuple[ModelArtifact, str]:
 
 
 def score_month(settings: Settings, as_of: str, *, model_uri: str = CHAMPION_URI,
-                out: Path | None = None, database_url: str | None = None) -> ScoreRun:
-    """Score every in-scope household at `as_of`, store the alerts, optionally export."""
+                out: Path | None = None, database_url: str | None = None,
+                explain_all: bool = False) -> ScoreRun:
+    """Score every in-scope household at `as_of`, store the alerts, optionally export
+    (with reasons for every household when `explain_all`)."""
     from features import scoring_table
     from features.asof import month_end
     from serving.store import open_store
@@ -316,7 +324,7 @@ def score_month(settings: Settings, as_of: str, *, model_uri: str = CHAMPION_URI
     explainer = Explainer(artifact, max_reasons=settings.max_reasons)  # checks the registry
     table = scoring_table(settings.warehouse_dir, as_of, settings)
     scored = score(table, artifact, settings, month_end(as_of), model_version=version,
-                   explainer=explainer)
+                   explainer=explainer, explain_all=explain_all)
     with open_store(database_url, settings=settings) as store:
         # The scoring table holds in-scope households only: monitored ones are already out.
         added = store.add_alerts(to_new_alerts(scored), actor="doudi score")

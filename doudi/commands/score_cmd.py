@@ -20,8 +20,15 @@ def register(app: typer.Typer) -> None:
         database_url: str | None = typer.Option(
             None, "--database-url", help="Alert store URL (default: DOUDI_DATABASE_URL, "
             "else <home>/alerts.db)."),
+        explain_all: bool = typer.Option(
+            False, "--explain-all", help="Reasons for every household in --out, not only "
+            "the alerted ones (TreeSHAP for all: about 2 min per 1M households)."),
     ) -> None:
         """Score every in-scope household, explain the alerts and add them to the store."""
+        if explain_all and out is None:
+            from doudi.errors import UserError
+
+            raise UserError("--explain-all writes its reasons to --out: give --out FILE")
         import time
 
         from doudi.settings import Settings
@@ -30,7 +37,7 @@ def register(app: typer.Typer) -> None:
         settings = Settings()
         started = time.perf_counter()
         run = score_month(settings, as_of, model_uri=model or CHAMPION_URI, out=out,
-                          database_url=database_url)
+                          database_url=database_url, explain_all=explain_all)
         scored = run.scored
         alerted = scored[scored["alerted"].to_numpy()] if len(scored) else scored
         tiers = alerted["tier"].value_counts().to_dict() if len(alerted) else {}

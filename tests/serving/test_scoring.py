@@ -135,6 +135,22 @@ def test_score_rows_columns_and_provenance() -> None:
     assert set(out.loc[model_alert, "model_risk_types"].explode()) <= {"illness", "housing"}
 
 
+def test_explain_all_adds_reasons_and_changes_nothing_else() -> None:
+    frame = feature_frame(300, seed=4)
+    s = Settings(workers=1)
+    alerts_only = score(frame, typed_model(), s, AS_OF)
+    everyone = score(frame, typed_model(), s, AS_OF, explain_all=True)
+    same = [c for c in alerts_only.columns if c != "reasons"]
+    pd.testing.assert_frame_equal(alerts_only[same], everyone[same])
+    alerted = alerts_only["alerted"].to_numpy()
+    assert everyone["reasons"][alerted].tolist() == alerts_only["reasons"][alerted].tolist()
+    assert (alerts_only["reasons"][~alerted].map(len) == 0).all()
+    # every household whose model risk rests on a risk-raising group now has its reasons
+    quiet = everyone[~alerted]
+    assert (quiet["reasons"].map(len) > 0).mean() > 0.9
+    assert all(1 <= len(r) <= s.max_reasons for r in quiet["reasons"] if r)
+
+
 def test_without_type_models_types_come_from_reason_groups() -> None:
     out = score(feature_frame(400, seed=3), plain_model(), Settings(workers=1), AS_OF)
     modelled = out[out["source"].isin(["model", "both"])]
@@ -192,6 +208,15 @@ def test_score_command_end_to_end(tmp_path: Path) -> None:
         assert {a.file_path for a in audits} == {str(out)}
     vault_log = (settings.vault_dir / "audit.jsonl").read_text(encoding="utf-8")
     assert "operator score export" in vault_log
+
+
+def test_explain_all_needs_an_out_file(tmp_path: Path) -> None:
+    from doudi.cli import app
+
+    result = CliRunner().invoke(app, ["score", "--as-of", "2026-06", "--explain-all"],
+                                env={"DOUDI_HOME": str(tmp_path / "ws")})
+    assert result.exit_code != 0  # a UserError: `doudi` prints it in one line, exit 2
+    assert "--explain-all writes its reasons to --out" in str(result.exception)
 
 
 def test_score_command_without_a_model_is_a_user_error(tmp_path: Path) -> None:
