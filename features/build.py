@@ -177,6 +177,14 @@ def _last_per(values: np.ndarray) -> np.ndarray:
     return last
 
 
+def _last_and_previous_per(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the last and the second-to-last row of each run of equal values."""
+    last = _last_per(values)
+    previous = np.zeros(len(values), dtype=bool)
+    previous[:-1] = last[1:] & (values[:-1] == values[1:])
+    return last, previous
+
+
 class Households:
     """Positions of roster households and of their current members (by key code)."""
 
@@ -466,9 +474,7 @@ def county_features(history: CountyHistory, as_of: date, settings: Settings) -> 
     inc = f["income_checks"].as_of(as_of)  # sorted by household, period_end
     inc = inc[hh.pos(inc["household_key"]) >= 0].reset_index(drop=True)
     inc_hh = inc["household_key"].to_numpy()
-    last = _last_per(inc_hh)
-    prev = np.zeros(len(inc), dtype=bool)
-    prev[:-1] = last[1:] & (inc_hh[:-1] == inc_hh[1:])
+    last, prev = _last_and_previous_per(inc_hh)
     latest_rows, prev_rows = inc[last], inc[prev]
     lpos, ppos = hh.pos(latest_rows["household_key"]), hh.pos(prev_rows["household_key"])
     pc = np.full(hh.n, np.nan)
@@ -505,9 +511,7 @@ def county_features(history: CountyHistory, as_of: date, settings: Settings) -> 
     ag = f["agriculture"].as_of(as_of)  # sorted by household, year
     ag = ag[hh.pos(ag["household_key"]) >= 0].reset_index(drop=True)
     ag_hh = ag["household_key"].to_numpy()
-    ag_last = _last_per(ag_hh)
-    ag_prev = np.zeros(len(ag), dtype=bool)
-    ag_prev[:-1] = ag_last[1:] & (ag_hh[:-1] == ag_hh[1:])
+    ag_last, ag_prev = _last_and_previous_per(ag_hh)
     a_pos, p_pos = hh.pos(ag["household_key"][ag_last]), hh.pos(ag["household_key"][ag_prev])
 
     def _latest_ag(column: str, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
