@@ -57,6 +57,7 @@ def build(args: argparse.Namespace) -> tuple[Path, str]:
     import shutil
 
     from doudi.commands.monthly_cmd import run_monthly
+    from doudi.months import Month
     from doudi.settings import Settings
     from province import simulate
 
@@ -78,7 +79,7 @@ def build(args: argparse.Namespace) -> tuple[Path, str]:
     )
     t = time.perf_counter()
     settings = Settings(home=home, mlflow_tracking_uri=uri, workers=args.threads)
-    summary = run_monthly(settings, args.as_of, province / "raw")
+    summary = run_monthly(settings, Month.parse(args.as_of), province / "raw")
     print(
         f"doudi monthly as of {args.as_of}: {summary.scored} scored, "
         f"{summary.alerts_created} alerts, {summary.model_version} in "
@@ -163,6 +164,7 @@ def main() -> None:
     home, uri = build(args)  # with --reuse: imports nothing heavy
     import httpx
 
+    from doudi.months import Month
     from doudi.settings import Settings
 
     t = time.perf_counter()
@@ -177,15 +179,16 @@ def main() -> None:
     lookup = RiskLookup(settings)
     init = time.perf_counter() - t
     t = time.perf_counter()
-    first = lookup.score(args.as_of)
+    month = Month.parse(args.as_of)
+    first = lookup.score(month)
     first_s = time.perf_counter() - t
-    scored = lookup.scored_frame(args.as_of)
+    scored = lookup.scored_frame(month)
     rng = random.Random(0)
     keys = rng.choices(scored["household_key"].tolist(), k=args.requests)
     alerted_share = scored.set_index("household_key").loc[keys, "alerted"].mean()
 
     def local(key: str) -> None:
-        lookup.score(args.as_of, [key], explain=True)
+        lookup.score(month, [key], explain=True)
 
     for key in keys[:20]:  # warm-up
         local(key)

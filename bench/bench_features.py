@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from doudi.months import Month
 from doudi.settings import Settings
 from features import build_features, build_features_range
 from features.asof import add_months, month_end
@@ -162,7 +163,7 @@ def _latest(frame: pd.DataFrame, key: list[str], as_of: date) -> pd.DataFrame:
     return frame.sort_values([*key, "reported_date"]).drop_duplicates(key, keep="last")
 
 
-def pandas_baseline(warehouse: Path, as_of_month: str) -> pd.DataFrame:
+def pandas_baseline(warehouse: Path, as_of_month: Month) -> pd.DataFrame:
     """A few features the obvious way: read whole feeds, dedupe, merge, groupby."""
     t = month_end(as_of_month)
     stamp = pd.Timestamp(t)
@@ -212,7 +213,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", type=Path, default=Path("workspace/bench_features"))
     ap.add_argument("--warehouse", type=Path, help="use this warehouse instead of generating")
-    ap.add_argument("--as-of", default="2025-06")
+    ap.add_argument("--as-of", default=Month.parse("2025-06"), type=Month.parse)
     ap.add_argument("--range-months", type=int, default=24)
     ap.add_argument("--replicate", type=int, default=0, help="also time a K-times warehouse")
     ap.add_argument("--repeats", type=int, default=3)
@@ -234,7 +235,7 @@ def main() -> None:
         ours = r["result"]
         results.append(r)
     if "range" not in args.skip:
-        first = add_months(month_end(args.as_of), -(args.range_months - 1))
+        first = args.as_of - (args.range_months - 1)
         results.append(timed(f"features, {args.range_months} as-of months",
                              lambda: build_features_range(warehouse, first, args.as_of,
                                                           settings), args.repeats))

@@ -13,6 +13,11 @@ Training later than the first scored month would leak: a training row's label wi
 (the H months after its as-of date) would overlap the scored months' windows, and a
 booster that memorises households would be rewarded for it. The logistic-regression
 baseline is the one `doudi train` evaluates on its own out-of-time test fold.
+
+The model is scored twice: ranked by its raw margin (what serving ranks, tiers and caps
+by) and ranked by its calibrated risk (what is shown). A strictly increasing calibrator
+gives identical rows; `--calibration isotonic` trains with the legacy step map to show
+what its ties cost (the gate refuses that version; the benchmark scores it anyway).
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ import pandas as pd
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+MODEL_MARGIN = "doudi model, margin ranking (served)"
+MODEL_CALIBRATED = "doudi model, calibrated-risk ranking"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--households", type=int, default=20000)
@@ -40,10 +49,14 @@ def main() -> None:
     ap.add_argument("--early-stopping-holdout", type=float, default=None,
                     help="Override TrainConfig.early_stopping_holdout (0 = the old "
                          "period-only early-stopping slice), for comparison.")
+    ap.add_argument("--calibration", default=None,
+                    choices=["auto", "isotonic_logit", "platt", "identity", "isotonic"],
+                    help="Override TrainConfig.calibration (isotonic = the legacy step map "
+                         "that ties households), for comparison.")
     args = ap.parse_args()
 
     import ingest
-    from doudi.model_artifact import load_artifact
+    from doudi.months import Month
     from doudi.settings import Settings
     from features import scoring_table
     from features.rules import rule_score
@@ -69,35 +82,40 @@ def main() -> None:
     train_as_of = args.train_as_of or str(min(oracle["as_of"]))[:7]
     t0 = time.perf_counter()
     config = None
-    if args.early_stopping_holdout is not None:
+    if args.early_stopping_holdout is not None or args.calibration is not None:
         import features
         from training.core import TrainConfig
 
+        overrides: dict[str, object] = {}
+        if args.early_stopping_holdout is not None:
+            overrides["early_stopping_holdout"] = args.early_stopping_holdout
+        if args.calibration is not None:
+            overrides["calibration"] = args.calibration
         config = TrainConfig(gap_periods=settings.horizon_months,
                              feature_registry_version=str(features.REGISTRY_VERSION),
-                             early_stopping_holdout=args.early_stopping_holdout)
-    outcome = train_monthly(settings, train_as_of, config=config)
+                             **overrides)  # type: ignore[arg-type]
+    outcome = train_monthly(settings, Month.parse(train_as_of), config=config)
     timings["train_s"] = time.perf_counter() - t0
 
-    from mlflow import MlflowClient
+    from doudi import registry
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri())
-    mv = client.get_model_version("doudi-risk", outcome.version)
+    client = registry.client(settings.tracking_uri())
+    name = registry.workspace(settings).model_name
+    mv = client.get_model_version(name, outcome.version)
     run_metrics = client.get_run(mv.run_id).data.metrics
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.tracking_uri())
-    artifact = load_artifact(f"models:/doudi-risk/{outcome.version}")
+    artifact, _ = registry.load_model(f"models:/{name}/{outcome.version}", settings)
 
     labels = pd.read_parquet(truth / "labels.parquet")
     key = load_key(settings.key_file, create=False)
     assert key is not None
     frames = []
     for as_of in sorted(oracle["as_of"].unique()):
-        table = scoring_table(settings.warehouse_dir, str(as_of)[:7], settings)
+        table = scoring_table(settings.warehouse_dir, Month.of(pd.Timestamp(as_of)), settings)
+        margin = artifact.raw_margin(table, num_threads=settings.workers)
         scored = pd.DataFrame({
             "household_key": table["household_key"].astype(str).to_numpy(),
-            "model": artifact.predict_proba(table, num_threads=settings.workers),
+            "margin": margin,
+            "model": artifact.calibrator.apply(margin),
             "rules": np.asarray(rule_score(table, settings), dtype=float),
         })
         month_truth = labels[(labels["as_of"] == as_of) & labels["in_scope"]]
@@ -128,16 +146,27 @@ def main() -> None:
 
     table_rows = [
         row("oracle (latent state)", with_oracle["probability"].to_numpy()),
-        row("doudi model", with_oracle["model"].to_numpy()),
+        row(MODEL_MARGIN, with_oracle["margin"].to_numpy()),
+        row(MODEL_CALIBRATED, with_oracle["model"].to_numpy()),
         row("department rules", with_oracle["rules"].to_numpy()),
     ]
     result = pd.DataFrame(table_rows).set_index("scorer")
-    ratios = result.loc["doudi model"] / result.loc["oracle (latent state)"]
+    ratios = result.loc[MODEL_MARGIN] / result.loc["oracle (latent state)"]
+    # Ties: households the calibrated risk cannot tell apart although the margin can.
+    months = data.groupby("as_of")
+    ties = {
+        "households_per_month_mean": float(months.size().mean()),
+        "distinct_margins_per_month_mean": float(months["margin"].nunique().mean()),
+        "distinct_risks_per_month_mean": float(months["model"].nunique().mean()),
+    }
     slope, intercept = m.calibration_slope(y_all, data["model"].to_numpy())
     summary = {
         "households": args.households,
         "train_as_of": train_as_of,
         "model_version": outcome.version,
+        "calibration": artifact.calibrator.method,
+        "gate_promoted": None if outcome.gate is None else outcome.gate.promote,
+        "ties": ties,
         "rounds": artifact.booster.current_iteration(),
         "as_of_months": [str(a) for a in sorted(data["as_of"].unique())],
         "rows_scored": len(data),
@@ -150,7 +179,8 @@ def main() -> None:
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "training_run_test_fold_metrics": {
             k: round(v, 4) for k, v in sorted(run_metrics.items())
-            if k.startswith(("test_", "lr_", "rules_", "logistic", "baseline"))
+            if k.startswith(("test_", "lr_", "rules_", "logistic", "baseline",
+                             "calibration_"))
         },
     }
     _headline_into_model_card(client, mv.run_id, result, ratios, summary)
@@ -181,7 +211,7 @@ def _headline_into_model_card(client, run_id: str, result: pd.DataFrame, ratios:
     for name, r in result.iterrows():
         lines.append(f"| {name} | {r.roc_auc:.3f} | {r.pr_auc:.3f} | "
                      f"{r.precision_at_5pct:.3f} | {r.recall_at_5pct:.3f} |")
-    lines.append(f"| model / oracle | {ratios.roc_auc:.3f} | {ratios.pr_auc:.3f} | "
+    lines.append(f"| model (margin) / oracle | {ratios.roc_auc:.3f} | {ratios.pr_auc:.3f} | "
                  f"{ratios.precision_at_5pct:.3f} | {ratios.recall_at_5pct:.3f} |")
     title, _, rest = card.partition("\n")
     begin, end = "<!-- oracle headline -->", "<!-- /oracle headline -->"
@@ -197,6 +227,9 @@ def _headline_into_model_card(client, run_id: str, result: pd.DataFrame, ratios:
         client.log_metric(run_id, f"oracle_{metric}", float(result.loc["oracle (latent state)",
                                                                         metric]))
         client.log_metric(run_id, f"model_over_oracle_{metric}", float(ratios[metric]))
+        for label, scorer in (("margin", MODEL_MARGIN), ("calibrated", MODEL_CALIBRATED)):
+            client.log_metric(run_id, f"oracle_window_{label}_{metric}",
+                              float(result.loc[scorer, metric]))
 
 
 if __name__ == "__main__":

@@ -99,19 +99,19 @@ def from_workdir(workdir: Path, as_of: str, rows: int, settings: Settings,
                  version: str | None = None) -> tuple[pd.DataFrame, ModelArtifact]:
     """A bench_quality workspace's registered model (`version`, default the newest) and
     its scoring table at `as_of`, resampled (with replacement) to `rows` households."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from doudi.model_artifact import load_artifact
+    from doudi import registry
+    from doudi.months import Month
     from features import scoring_table
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    versions = MlflowClient(tracking_uri=uri).search_model_versions("name='doudi-risk'")
-    version = version or str(max(int(v.version) for v in versions))
-    artifact = load_artifact(f"models:/doudi-risk/{version}")
-    artifact.meta["model_version"] = f"doudi-risk/{version}"
-    table = scoring_table(workdir / "home" / "warehouse", as_of, settings)
+    bench_home = Settings(home=workdir / "home", mlflow_tracking_uri=uri)
+    name = registry.workspace(bench_home).model_name
+    versions = registry.known_versions(registry.client(uri), name)
+    version = version or str(versions[-1].version)
+    artifact, label = registry.load_model(f"models:/{name}/{version}", bench_home)
+    artifact.meta["model_version"] = label
+    table = scoring_table(workdir / "home" / "warehouse", Month.parse(as_of, what="--as-of"),
+                          settings)
     picked = np.random.default_rng(0).integers(0, len(table), rows)
     frame = table.iloc[picked].reset_index(drop=True)
     frame["household_key"] = [f"h_{i:020x}" for i in range(rows)]

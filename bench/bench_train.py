@@ -26,6 +26,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from doudi.registry import Workspace
 from training import metrics
 from training.core import TrainConfig, fit_evaluate
 from training.synthetic import feature_columns, make_panel
@@ -39,6 +40,7 @@ def _ours(X: pd.DataFrame, y: pd.Series, t: pd.Series, household: pd.Series,
     result = fit_evaluate(X, y, t, config=config, household=household)
     fitted = time.perf_counter()
     outcome = track_run(result, X, y, t, as_of=str(t.max().date()),
+                        workspace=Workspace.from_key(b"bench-train-workspace-key-32bytes"),
                         tracking_uri=f"sqlite:///{store}/mlflow.db",
                         artifact_location=f"{store}/artifacts")
     done = time.perf_counter()

@@ -1,7 +1,9 @@
 """`doudi`: the single command line. Wiring only; every stage lives in its package.
 
 Each sub-command module in `doudi.commands` imports its stage lazily, so
-`doudi --help` stays fast and nothing heavy runs at import.
+`doudi --help` stays fast and nothing heavy runs at import. `doudi --version` prints the
+installed package's version; `--install-completion`/`--show-completion` (typer) set up
+shell completion (README).
 """
 
 from __future__ import annotations
@@ -18,15 +20,34 @@ app = typer.Typer(
     name="doudi",
     help="兜底 doudi: find rural households at risk of falling (back) into poverty, early.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 register_all(app)
 
 
+def package_version() -> str:
+    """The installed `doudi` distribution's version (package metadata, not a constant)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("doudi")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"doudi {package_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version,
+        is_eager=True),
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

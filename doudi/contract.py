@@ -43,7 +43,12 @@ class Column:
     sensitive: bool = False  # personal identifier: never leaves ingest in clear
     min_value: float | None = None
     max_value: float | None = None
-    max_length: int | None = None
+    # the shape a text value must have (a full-match regular expression) and the
+    # contract's words for it
+    pattern: str | None = None
+    pattern_text: str = ""
+    # sensitive column kept only in the identity vault: never written to the warehouse
+    vault_only: bool = False
 
     def enum_lookup(self) -> dict[str, str]:
         """Accepted spelling -> canonical code (codes and their Chinese terms)."""
@@ -60,7 +65,7 @@ class Feed:
     department: str
     required: bool
     key: tuple[str, ...]
-    columns: tuple[Column, ...]
+    contract_columns: tuple[Column, ...]  # every column of the contract, in its order
     grain: str
     # Column holding the date of the event a row describes: reported_date may
     # not precede it (for MONTH columns: not before the month's first day).
@@ -72,24 +77,37 @@ class Feed:
         object.__setattr__(self, "person_level", "person_id" in self.column_names)
 
     @property
+    def columns(self) -> tuple[Column, ...]:
+        """The columns that travel past ingest (the warehouse's): all but vault-only ones."""
+        return tuple(c for c in self.contract_columns if not c.vault_only)
+
+    @property
+    def vault_columns(self) -> tuple[Column, ...]:
+        """Sensitive columns kept only in the identity vault (names, phone numbers)."""
+        return tuple(c for c in self.contract_columns if c.vault_only)
+
+    @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
     def column(self, name: str) -> Column:
-        for c in self.columns:
+        for c in self.contract_columns:
             if c.name == name:
                 return c
         raise KeyError(f"{self.name} has no column {name!r}")
 
     def header_lookup(self) -> dict[str, str]:
-        """Accepted header (canonical or Chinese alias) -> canonical name."""
-        out = {c.name: c.name for c in self.columns}
-        out.update({c.alias: c.name for c in self.columns})
+        """Accepted header (canonical or Chinese alias) -> canonical name (every contract
+        column, vault-only ones included)."""
+        out = {c.name: c.name for c in self.contract_columns}
+        out.update({c.alias: c.name for c in self.contract_columns})
         return out
 
 
-# Sensitive personal information that is not a contract column but does appear
-# in real extracts: never travels past ingest (contract, "Absence" section).
+# Sensitive personal information: names and phone numbers never travel past ingest
+# (contract, "Layout and common rules"). Where a feed's contract names such a column
+# (`persons.name`, `households.contact_phone`) it goes to the identity vault; in any
+# other feed it is an unknown extra column whose values are never read.
 SENSITIVE_EXTRA_COLUMNS: frozenset[str] = frozenset(
     {"name", "姓名", "contact_phone", "联系电话", "phone", "手机号", "电话", "address", "住址"}
 )
@@ -106,8 +124,15 @@ def _person() -> Column:
     return Column("person_id", "身份证号", Kind.ID, sensitive=True)
 
 
+HOUSEHOLD_ID_PATTERN = r"[0-9A-Za-z_-]{1,32}"
+DIVISION_CODE_PATTERN = r"[0-9]{6}|[0-9]{9}|[0-9]{12}"
+
+
 def _household() -> Column:
-    return Column("household_id", "户编号", Kind.STR, sensitive=True, max_length=32)
+    return Column(
+        "household_id", "户编号", Kind.STR, sensitive=True, pattern=HOUSEHOLD_ID_PATTERN,
+        pattern_text="1-32 characters from digits, ASCII letters, `-` and `_`",
+    )
 
 
 def _money(name: str, alias: str, *, nullable: bool = False, signed: bool = False) -> Column:
@@ -225,10 +250,10 @@ FEEDS: tuple[Feed, ...] = (
             Column("village_code", "村代码", Kind.VILLAGE),
             Column("head_person_id", "户主身份证号", Kind.ID, sensitive=True),
             _enum("poverty_history", "脱贫属性", POVERTY_HISTORY),
-            Column(
-                "lifted_year", "脱贫年度", Kind.INT, nullable=True, min_value=2013, max_value=2030
-            ),
+            Column("lifted_year", "脱贫年度", Kind.INT, nullable=True),
             _bool("relocated", "易地搬迁", nullable=True),
+            Column("contact_phone", "联系电话", Kind.STR, nullable=True, sensitive=True,
+                   vault_only=True),
             _reported(),
         ),
         grain="household",
@@ -245,7 +270,8 @@ FEEDS: tuple[Feed, ...] = (
             _enum("relation", "与户主关系", RELATION),
             _enum("sex", "性别", SEX, nullable=True),
             Column("birth_date", "出生日期", Kind.DATE, nullable=True),
-            Column("ethnicity", "民族", Kind.STR, nullable=True, max_length=16),
+            Column("ethnicity", "民族", Kind.STR, nullable=True),
+            Column("name", "姓名", Kind.STR, nullable=True, sensitive=True, vault_only=True),
             _enum("status", "户籍状态", PERSON_STATUS),
             Column("status_date", "变动日期", Kind.DATE),
             _reported(),
@@ -264,12 +290,13 @@ FEEDS: tuple[Feed, ...] = (
             _person(),
             Column("month", "结算月份", Kind.MONTH),
             _bool("insured", "是否参保"),
-            Column("outpatient_visits", "门诊次数", Kind.INT, min_value=0),
-            Column("inpatient_days", "住院天数", Kind.INT, min_value=0, max_value=31),
+            Column("outpatient_visits", "门诊次数", Kind.INT),
+            # a long stay is settled at discharge: may exceed the days of the month
+            Column("inpatient_days", "住院天数", Kind.INT, min_value=0),
             _money("total_cost_yuan", "医疗总费用"),
             _money("reimbursed_yuan", "报销金额"),
             _money("out_of_pocket_yuan", "个人自付"),
-            Column("serious_illness", "大病慢病", Kind.STR, nullable=True, max_length=32),
+            Column("serious_illness", "大病慢病", Kind.STR, nullable=True),
             _reported(),
         ),
         grain="person x month",
@@ -410,9 +437,9 @@ FEEDS: tuple[Feed, ...] = (
         ("household_id", "year"),
         (
             _household(),
-            Column("year", "年度", Kind.INT, min_value=1990, max_value=2100),
-            Column("cultivated_land_mu", "耕地亩数", Kind.FLOAT, min_value=0),
-            Column("livestock_units", "牲畜存栏", Kind.FLOAT, min_value=0),
+            Column("year", "年度", Kind.INT),
+            Column("cultivated_land_mu", "耕地亩数", Kind.FLOAT),
+            Column("livestock_units", "牲畜存栏", Kind.FLOAT),
             _bool("cooperative_member", "合作社成员"),
             _money("industry_support_yuan", "产业帮扶资金"),
             _reported(),
@@ -435,6 +462,24 @@ FEEDS: tuple[Feed, ...] = (
         ),
         grain="person x record",
         event_column="record_date",
+    ),
+    Feed(
+        "divisions",
+        "行政区划",
+        "civil affairs",
+        False,
+        ("code",),
+        (
+            Column(
+                "code", "区划代码", Kind.STR, pattern=DIVISION_CODE_PATTERN,
+                pattern_text="6 (county), 9 (township) or 12 (village) digits",
+            ),
+            Column("name", "名称", Kind.STR),
+            _reported(),
+        ),
+        grain="division",
+        notes="Names of counties, townships and villages (public, not personal data); "
+        "a renamed division is a new row with a later reported_date.",
     ),
     Feed(
         "monitoring_events",

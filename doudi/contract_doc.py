@@ -40,9 +40,11 @@ def _values(c: Column) -> str:
         lo = "" if c.min_value is None else f"{c.min_value:g}"
         hi = "" if c.max_value is None else f"{c.max_value:g}"
         parts.append(f"range {lo}..{hi}")
-    if c.max_length:
-        parts.append(f"at most {c.max_length} chars")
-    if c.sensitive:
+    if c.pattern_text:
+        parts.append(c.pattern_text)
+    if c.vault_only:
+        parts.append("**sensitive**: kept only in the identity vault, never in the warehouse")
+    elif c.sensitive:
         parts.append("**sensitive**: pseudonymised at ingest")
     return "; ".join(parts)
 
@@ -62,7 +64,7 @@ def render() -> str:
         out.append("")
         out.append("| column | Chinese header | type | empty allowed | values |")
         out.append("|---|---|---|---|---|")
-        for c in f.columns:
+        for c in f.contract_columns:
             empty = "yes" if c.nullable else "no"
             kind = _KIND_TEXT[c.kind]
             out.append(f"| `{c.name}` | {c.alias} | {kind} | {empty} | {_values(c)} |")

@@ -3,11 +3,15 @@
 An artifact is a plain directory, no pickle anywhere:
 
     model.lgb              LightGBM text model (binary risk score, raw margin output)
-    calibrator.json        {"method": "isotonic", "x": [...], "y": [...]} or
-                           {"method": "platt", "a": ..., "b": ...} or {"method": "identity"}
+    calibrator.json        {"method": "isotonic_logit", "x": [...], "z": [...],
+                           "slope_low": ..., "slope_high": ...} or
+                           {"method": "platt", "a": ..., "b": ...} or {"method": "identity"};
+                           legacy {"method": "isotonic", "x": [...], "y": [...]} still loads
     features.json          ordered features: name, kind (numeric|categorical), dtype, levels
     meta.json              schema version, feature registry version, training as-of,
-                           trained-through period, metrics summary, risk types, ...
+                           trained-through period, metrics summary, risk types, the
+                           workspace fingerprint and training counties (`workspace`,
+                           `counties`: doudi/registry.py checks them on every load), ...
     types/<risk_type>.lgb  optional per-hardship-type models (probability of each type
                            given the household is identified)
     signature.json, input_example.json   optional, written by training for MLflow readers
@@ -53,18 +57,35 @@ class FeatureSpec:
                    levels=tuple(str(v) for v in d.get("levels", ())))
 
 
+CalibrationMethodName = Literal["isotonic_logit", "platt", "identity", "isotonic"]
+
+
 @dataclass(frozen=True)
 class Calibrator:
-    """Maps a raw margin to a calibrated probability."""
+    """Maps a raw margin to a calibrated probability.
 
-    method: Literal["isotonic", "platt", "identity"]
+    `isotonic_logit`: log-odds interpolated linearly between knots (x = margins, z = log-odds,
+    both strictly increasing) and extended linearly beyond them (`slope_low`/`slope_high` > 0),
+    then the sigmoid: strictly increasing in the margin and inside (0, 1), so it never ties
+    households the margin tells apart. `platt`: sigmoid(a * margin + b), a > 0.
+    `isotonic` is the legacy step-linear map (x = margins, y = probabilities, clipped beyond
+    the ends): flat between knots and in the tails, so it ties households. Old artifacts
+    still load and apply it; training no longer chooses it.
+    """
+
+    method: CalibrationMethodName
     x: tuple[float, ...] = ()
     y: tuple[float, ...] = ()
     a: float = 1.0
     b: float = 0.0
+    z: tuple[float, ...] = ()
+    slope_low: float = 1.0
+    slope_high: float = 1.0
 
     def apply(self, margin: np.ndarray) -> np.ndarray:
         margin = np.asarray(margin, dtype=np.float64)
+        if self.method == "isotonic_logit":
+            return _sigmoid(self.log_odds(margin))
         if self.method == "isotonic":
             # np.interp clips beyond the end thresholds, like sklearn's out_of_bounds="clip".
             return np.interp(margin, np.asarray(self.x), np.asarray(self.y))
@@ -72,7 +93,20 @@ class Calibrator:
             return _sigmoid(self.a * margin + self.b)
         return _sigmoid(margin)
 
+    def log_odds(self, margin: np.ndarray) -> np.ndarray:
+        """The `isotonic_logit` map before the sigmoid (piecewise linear, linear tails)."""
+        m = np.asarray(margin, dtype=np.float64)
+        x, z = np.asarray(self.x), np.asarray(self.z)
+        out = np.interp(m, x, z)
+        low, high = m < x[0], m > x[-1]
+        out[low] = z[0] + self.slope_low * (m[low] - x[0])
+        out[high] = z[-1] + self.slope_high * (m[high] - x[-1])
+        return out
+
     def to_json(self) -> dict[str, Any]:
+        if self.method == "isotonic_logit":
+            return {"method": "isotonic_logit", "x": list(self.x), "z": list(self.z),
+                    "slope_low": self.slope_low, "slope_high": self.slope_high}
         if self.method == "isotonic":
             return {"method": "isotonic", "x": list(self.x), "y": list(self.y)}
         if self.method == "platt":
@@ -82,6 +116,11 @@ class Calibrator:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Calibrator:
         method = d["method"]
+        if method == "isotonic_logit":
+            cal = cls("isotonic_logit", x=tuple(map(float, d["x"])), z=tuple(map(float, d["z"])),
+                      slope_low=float(d["slope_low"]), slope_high=float(d["slope_high"]))
+            cal.check()
+            return cal
         if method == "isotonic":
             return cls("isotonic", x=tuple(map(float, d["x"])), y=tuple(map(float, d["y"])))
         if method == "platt":
@@ -89,6 +128,18 @@ class Calibrator:
         if method == "identity":
             return cls("identity")
         raise ValueError(f"calibrator.json: unknown method {method!r}")
+
+    def check(self) -> None:
+        """Raise ValueError unless an `isotonic_logit` map is strictly increasing."""
+        if self.method != "isotonic_logit":
+            return
+        x, z = np.asarray(self.x), np.asarray(self.z)
+        if len(x) < 1 or len(x) != len(z) or not (np.isfinite(x).all() and np.isfinite(z).all()):
+            raise ValueError("calibrator.json: isotonic_logit needs equal-length finite x and z")
+        if (np.diff(x) <= 0).any() or (np.diff(z) <= 0).any():
+            raise ValueError("calibrator.json: isotonic_logit knots must strictly increase")
+        if not (self.slope_low > 0 and self.slope_high > 0):
+            raise ValueError("calibrator.json: isotonic_logit tail slopes must be positive")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -244,10 +295,11 @@ def load_artifact(path: str | Path) -> ModelArtifact:
 
 
 def resolve_uri(uri: str) -> Path:
-    """Download a registry/run URI (e.g. `models:/doudi-risk@champion`) to a local directory."""
-    import os
+    """Download a registry/run URI (e.g. `models:/doudi-risk-1a2b3c4d/3`) to a local
+    directory. No workspace check here: `doudi.registry.load_model` is the checked path."""
+    from doudi.registry import disable_telemetry
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    disable_telemetry()
     from mlflow.artifacts import download_artifacts
 
     local = Path(download_artifacts(artifact_uri=uri))

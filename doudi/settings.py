@@ -30,6 +30,30 @@ DEFAULT_MONITORING_LINES: dict[int, float] = {
 }
 
 
+GATE_FLOOR_METRICS = ("roc_auc", "pr_auc")
+
+
+def check_floor_lifts(lifts: dict[str, float]) -> dict[str, float]:
+    """A floor's margins: at least one of GATE_FLOOR_METRICS, nothing else (a floor with no
+    metric would let any model through)."""
+    unknown = sorted(set(lifts) - set(GATE_FLOOR_METRICS))
+    if not lifts or unknown:
+        raise ValueError(f"give margins for {' and/or '.join(GATE_FLOOR_METRICS)}"
+                         + (f", not {', '.join(unknown)}" if unknown else ""))
+    return {k: float(v) for k, v in lifts.items()}
+
+# How often each feed is expected to bring new rows (`doudi monthly` warns only about a
+# `monthly` feed that brought nothing for the month; `sparse` feeds are quiet by nature).
+FEED_CADENCES = ("monthly", "sparse")
+DEFAULT_FEED_CADENCE: dict[str, str] = {
+    "households": "sparse", "persons": "monthly", "medical": "monthly",
+    "employment": "monthly", "education": "sparse", "housing": "sparse",
+    "disability": "sparse", "disasters": "sparse", "social_assistance": "monthly",
+    "income_checks": "sparse", "agriculture": "sparse", "assets": "sparse",
+    "divisions": "sparse", "monitoring_events": "monthly",
+}
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     """Values from the file named by DOUDI_CONFIG (a `[doudi]` table or top level)."""
 
@@ -104,9 +128,15 @@ class Settings(BaseSettings):
     retrain_every_months: int = Field(
         1, ge=1, description="`doudi monthly` retrains when the champion is this old or older."
     )
-    api_model_uri: str = Field(
-        "models:/doudi-risk@champion",
-        description="Model the scoring API serves (registry URI or model folder).",
+    model_name: str | None = Field(
+        None,
+        description="Registered model name; default doudi-risk-<first 8 hex of the workspace "
+        "fingerprint>, one per workspace (doudi/registry.py).",
+    )
+    api_model_uri: str | None = Field(
+        None,
+        description="Model the scoring API serves (registry URI or model folder); default "
+        "this workspace's champion, models:/<model name>@champion.",
     )
     api_model_refresh_seconds: float = Field(
         300,
@@ -117,10 +147,67 @@ class Settings(BaseSettings):
     api_max_households: int = Field(
         5000, ge=1, description="Most household keys (and list rows) one API request may ask for."
     )
+    feed_cadence: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_FEED_CADENCE),
+        description="Expected delivery cadence per feed, `monthly` or `sparse`; feeds not "
+        "given keep their default (monthly: persons, medical, employment, social_assistance, "
+        "monitoring_events).",
+    )
+    pending_alert_months: int = Field(
+        3, ge=1, description="Rows waiting for their household or person (ingest's pending "
+        "area) this many delivered months after their reported month are reported loudly.",
+    )
     operator: str = Field(
         default_factory=lambda: os.environ.get("USER", "operator"),
         description="Who runs exports (recorded in the audit log).",
     )
+    # The gate's floor (training/tracking.py, docs/training.md "The gate"): no version
+    # becomes champion, first or not, unless its out-of-time test block shows it beats the
+    # departments' rules and the logistic baseline by these margins and is calibrated.
+    gate_min_lift_over_rules: dict[str, float] = Field(
+        default_factory=lambda: {"roc_auc": 0.03, "pr_auc": 0.01},
+        description="Champion floor: test-block metric (roc_auc, pr_auc) minus the best "
+        "departments' rule's must be at least this (absolute).",
+    )
+    gate_min_lift_over_logistic: dict[str, float] = Field(
+        default_factory=lambda: {"roc_auc": -0.02, "pr_auc": -0.02},
+        description="Champion floor: test-block metric minus the logistic baseline's must be "
+        "at least this (negative: may trail it by at most that much, within sampling noise).",
+    )
+    gate_max_ece_excess: float = Field(
+        0.01, ge=0, le=1,
+        description="Champion floor: test-block ECE may exceed the ECE a perfectly "
+        "calibrated model would show by chance on the same bins by at most this.",
+    )
+    gate_top_band_ratio_min: float = Field(
+        0.5, gt=0, description="Champion floor: observed / predicted rate in the top "
+        "capacity band (the alerted households) at least this.")
+    gate_top_band_ratio_max: float = Field(
+        2.0, gt=0, description="Champion floor: observed / predicted rate in the top "
+        "capacity band at most this.")
+    gate_min_test_positives: int = Field(
+        20, ge=1, description="Champion floor: fewer positives in the test block are too "
+        "little evidence to show anything; such a version stays challenger.")
+    gate_min_z_over_chance: float = Field(
+        2.0, ge=0, description="Champion floor: test-block ROC-AUC must exceed 0.5 by this "
+        "many standard errors (Hanley-McNeil): on shuffled labels the rules are at chance "
+        "too, so beating them proves nothing unless the model beats chance itself.")
+
+    @field_validator("gate_min_lift_over_rules", "gate_min_lift_over_logistic")
+    @classmethod
+    def _floor_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_floor_lifts(v)
+
+    @field_validator("feed_cadence")
+    @classmethod
+    def _cadence(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(DEFAULT_FEED_CADENCE))
+        if unknown:
+            raise ValueError(f"feed_cadence: unknown feed(s) {', '.join(unknown)}")
+        wrong = sorted(f for f, c in v.items() if c not in FEED_CADENCES)
+        if wrong:
+            raise ValueError(f"feed_cadence: {', '.join(wrong)}: use monthly or sparse")
+        return {**DEFAULT_FEED_CADENCE, **v}
 
     @field_validator("home", "mlruns_dir")
     @classmethod

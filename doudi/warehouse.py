@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from doudi.contract import FEEDS, Feed, Kind, feed
+from doudi.errors import UserError
+from doudi.months import Month
 
 PSEUDONYM_NAMES: dict[str, str] = {
     "person_id": "person_key",
@@ -83,6 +85,19 @@ def county_of(folder: Path) -> str:
 def month_of(folder: Path) -> str:
     """The `YYYY-MM` of a `reported_month=...` partition folder."""
     return folder.name.removeprefix(MONTH_DIR_PREFIX)
+
+
+def latest_delivered_month(warehouse: Path) -> Month | None:
+    """The newest `reported_month` partition of any feed; None for an empty warehouse."""
+    latest: Month | None = None
+    for folder in Path(warehouse).glob(f"*/{COUNTY_DIR_PREFIX}*/{MONTH_DIR_PREFIX}*"):
+        try:
+            month = Month.parse(month_of(folder), what="partition")
+        except UserError:  # not a partition ingest wrote: not a delivery
+            continue
+        if folder.is_dir() and (latest is None or month > latest):
+            latest = month
+    return latest
 
 
 def feed_dir(warehouse: Path, feed_name: str) -> Path:

@@ -15,8 +15,6 @@ Two entry points with the same semantics:
 
 from __future__ import annotations
 
-import calendar
-import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -29,18 +27,17 @@ import pyarrow as pa
 from doudi.contract import Kind
 from doudi.contract import feed as contract_feed
 from doudi.errors import UserError
+from doudi.months import Month, require_available
 from doudi.warehouse import (
     COUNTY_DIR_PREFIX,
     MONTH_DIR_PREFIX,
     county_of,
     feed_dir,
+    latest_delivered_month,
     month_of,
     table_schema,
     warehouse_name,
 )
-
-_MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
-_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 
 # Contract columns `features` never reads (kept out of memory).
 _UNUSED_COLUMNS: dict[str, frozenset[str]] = {
@@ -49,42 +46,41 @@ _UNUSED_COLUMNS: dict[str, frozenset[str]] = {
 
 
 # -- months ----------------------------------------------------------------------
-def month_end(value: str | date) -> date:
-    """The calendar month end of `value` ('YYYY-MM', 'YYYY-MM-DD' or a date)."""
-    if isinstance(value, date):
-        year, month = value.year, value.month
-    else:
-        text = value.strip()
-        match = _MONTH_RE.match(text) or _DATE_RE.match(text)
-        if not match:
-            raise UserError(f"not a month (YYYY-MM) or date (YYYY-MM-DD): {value!r}")
-        year, month = int(match.group(1)), int(match.group(2))
-        if not 1 <= month <= 12:
-            raise UserError(f"month out of range in {value!r}")
-    return date(year, month, calendar.monthrange(year, month)[1])
+# Users' months are `doudi.months.Month` (parsed once at the edge); these helpers do the
+# day arithmetic inside `features` on month-end dates.
+def month_end(value: date | Month) -> date:
+    """The calendar month end of a day (or of a Month)."""
+    return value.end if isinstance(value, Month) else Month.of(value).end
 
 
 def month_index(day: date) -> int:
     """Months since 1970-01 (the unit of every window)."""
-    return (day.year - 1970) * 12 + day.month - 1
+    return Month.of(day).index
 
 
 def month_end_of_index(index: int) -> date:
-    year, month0 = divmod(index, 12)
-    return month_end(date(1970 + year, month0 + 1, 1))
+    return Month(index).end
 
 
 def add_months(as_of: date, months: int) -> date:
     """The month end `months` calendar months after month end `as_of`."""
-    return month_end_of_index(month_index(as_of) + months)
+    return (Month.of(as_of) + months).end
 
 
-def month_range(first: str | date, last: str | date) -> list[date]:
+def month_range(first: Month, last: Month) -> list[date]:
     """Month ends from `first` to `last` inclusive."""
-    lo, hi = month_index(month_end(first)), month_index(month_end(last))
-    if lo > hi:
+    if first > last:
         raise UserError(f"--from {first} is after the as-of month {last}")
-    return [month_end_of_index(i) for i in range(lo, hi + 1)]
+    return [m.end for m in first.through(last)]
+
+
+def require_delivered(
+    warehouse: Path, month: Month, *, what: str = "--as-of", allow_undelivered: bool = False,
+) -> Month:
+    """`month`, refused (one-line UserError) when in the future or after the warehouse's
+    latest delivered month (unless `allow_undelivered`): see `doudi.months.require_available`."""
+    return require_available(month, latest_delivered_month(Path(warehouse)), what=what,
+                             allow_undelivered=allow_undelivered)
 
 
 def months_of(values: np.ndarray) -> np.ndarray:
@@ -177,7 +173,7 @@ def _sql_list(files: list[str]) -> str:
 
 
 def read_feed_as_of(
-    warehouse: Path, feed_name: str, as_of: str | date, county: str | None = None,
+    warehouse: Path, feed_name: str, as_of: date | Month, county: str | None = None,
     columns: list[str] | None = None,
 ) -> pd.DataFrame:
     """The records of one feed as known at month end `as_of` (latest version per key)."""

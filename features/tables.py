@@ -17,16 +17,10 @@ from typing import Literal
 import pandas as pd
 
 from doudi.errors import UserError
+from doudi.months import Month
 from doudi.settings import Settings
 from doudi.warehouse import month_of
-from features.asof import (
-    counties,
-    month_end,
-    month_end_of_index,
-    month_index,
-    month_range,
-    partition_files,
-)
+from features.asof import counties, month_range, partition_files
 from features.build import county_features, load_county, output_columns
 from features.labels import LABEL_COLUMNS, county_labels
 
@@ -104,65 +98,60 @@ def _empty(task: Task) -> pd.DataFrame:
 
 # -- public API --------------------------------------------------------------------------
 def build_features(
-    warehouse: Path, as_of: str | date, settings: Settings, county: str | None = None,
+    warehouse: Path, as_of: Month, settings: Settings, county: str | None = None,
 ) -> pd.DataFrame:
     """Features of every roster household at month end `as_of` (keys, features, groups)."""
-    return _run(warehouse, [month_end(as_of)], settings, "features", county=county)
+    return _run(warehouse, [as_of.end], settings, "features", county=county)
 
 
 def build_features_range(
-    warehouse: Path, first: str | date, last: str | date, settings: Settings,
+    warehouse: Path, first: Month, last: Month, settings: Settings,
 ) -> pd.DataFrame:
     """Features for every month end from `first` to `last` (one read per county)."""
     return _run(warehouse, month_range(first, last), settings, "features")
 
 
 def build_labels(
-    warehouse: Path, as_of: str | date, settings: Settings,
-    known_by: str | date | None = None,
+    warehouse: Path, as_of: Month, settings: Settings, known_by: Month | None = None,
 ) -> pd.DataFrame:
     """Scope and labels at `as_of` from monitoring events reported by `known_by`
     (default: everything in the warehouse)."""
-    t = month_end(as_of)
-    known = month_end(known_by) if known_by is not None else date(9999, 12, 31)
-    return _run(warehouse, [t], settings, "labels", known_by=known)
+    known = known_by.end if known_by is not None else date(9999, 12, 31)
+    return _run(warehouse, [as_of.end], settings, "labels", known_by=known)
 
 
-def mature_months(model_month: str | date, settings: Settings,
-                  from_month: str | date) -> list[date]:
+def mature_months(model_month: Month, settings: Settings, from_month: Month) -> list[date]:
     """As-of months T from `from_month` with T + horizon + allowance <= the model month."""
-    last = month_index(month_end(model_month)) - settings.horizon_months \
-        - settings.label_allowance_months
-    first = month_index(month_end(from_month))
-    if last < first:
+    last = model_month - settings.horizon_months - settings.label_allowance_months
+    if last < from_month:
         raise UserError(
             f"no mature as-of month between {from_month} and model month {model_month} "
             f"(horizon {settings.horizon_months} + allowance "
             f"{settings.label_allowance_months} months)")
-    return month_range(month_end(from_month), month_end_of_index(last))
+    return month_range(from_month, last)
 
 
-def _first_roster_month(warehouse: Path) -> date:
+def first_roster_month(warehouse: Path) -> Month:
+    """The first reported month of the households roster (where training history starts)."""
     files = partition_files(Path(warehouse), "households", None, date(9999, 12, 31))
     if not files:
-        raise UserError(f"no households rows in the warehouse {warehouse}")
-    months = sorted(month_of(Path(f).parent) for f in files)
-    return month_end(months[0])
+        raise UserError(f"no households rows in the warehouse {warehouse} (run ingest first)")
+    return min(Month.parse(month_of(Path(f).parent), what="partition") for f in files)
 
 
 def training_table(
-    warehouse: Path, model_month: str, settings: Settings, from_month: str | None = None,
+    warehouse: Path, model_month: Month, settings: Settings, from_month: Month | None = None,
 ) -> pd.DataFrame:
     """In-scope households x mature as-of months: features, labels, group columns.
 
     Only rows reported by the model month are read; features at T only use rows
     reported by T. `from_month` defaults to the first month with roster rows.
     """
-    first = month_end(from_month) if from_month else _first_roster_month(warehouse)
+    first = from_month or first_roster_month(warehouse)
     months = mature_months(model_month, settings, first)
-    return _run(warehouse, months, settings, "training", known_by=month_end(model_month))
+    return _run(warehouse, months, settings, "training", known_by=model_month.end)
 
 
-def scoring_table(warehouse: Path, as_of: str | date, settings: Settings) -> pd.DataFrame:
+def scoring_table(warehouse: Path, as_of: Month, settings: Settings) -> pd.DataFrame:
     """In-scope households at `as_of` with their features (and group columns)."""
-    return _run(warehouse, [month_end(as_of)], settings, "scoring")
+    return _run(warehouse, [as_of.end], settings, "scoring")

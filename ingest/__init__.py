@@ -25,16 +25,19 @@ __all__ = [
 ]
 
 
-def ingest(raw_dir: Path, settings: Settings, *, progress: Progress | None = None) -> IngestReport:
-    """Check every new file in `raw_dir`, quarantine bad rows, write the rest; atomic."""
-    report = run(raw_dir, settings, write=True, progress=progress)
+def ingest(raw_dir: Path, settings: Settings, *, progress: Progress | None = None,
+           allow_unknown: bool = False) -> IngestReport:
+    """Check every new file in `raw_dir`, quarantine bad rows, write the rest; atomic.
+    Unknown folders or files in `raw_dir` are a `UserError` unless `allow_unknown`."""
+    report = run(raw_dir, settings, write=True, progress=progress, allow_unknown=allow_unknown)
     assert isinstance(report, IngestReport)
     return report
 
 
-def validate(raw_dir: Path, settings: Settings) -> ValidationReport:
+def validate(raw_dir: Path, settings: Settings, *, allow_unknown: bool = False
+             ) -> ValidationReport:
     """The checks `ingest` would run on `raw_dir` now (already-ingested files skipped),
     writing nothing."""
-    report = run(raw_dir, settings, write=False)
+    report = run(raw_dir, settings, write=False, allow_unknown=allow_unknown)
     assert isinstance(report, ValidationReport)
     return report

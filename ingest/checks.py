@@ -8,37 +8,173 @@ loops run over columns, rules or the distinct values of a batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from doudi.contract import FALSE_SPELLINGS, TRUE_SPELLINGS, Column, Feed, Kind
+from doudi.contract import (
+    DIVISION_CODE_PATTERN,
+    FALSE_SPELLINGS,
+    HOUSEHOLD_ID_PATTERN,
+    TRUE_SPELLINGS,
+    Column,
+    Feed,
+    Kind,
+)
 from doudi.idnumber import EARLIEST_BIRTH
 
-# Rule code -> what it means; messages never carry the offending value, so they
-# are safe to print even when the value is a personal identifier.
-RULE_MESSAGES: dict[str, str] = {
-    "id_format": "not an 18-character ID number (6-digit region, 8-digit birth date, "
-    "3-digit sequence, check character 0-9 or X)",
-    "id_check_char": "check character does not match (ISO 7064 MOD 11-2)",
-    "id_birth_date": "ID number holds an impossible birth date (before 1890, after the "
-    "report, or not a calendar date)",
-    "unknown_enum": "value is not one of the contract's codes or Chinese terms",
-    "bad_date": "not a calendar date in the form YYYY-MM-DD (months: YYYY-MM)",
-    "bad_number": "not a number in the form the contract allows",
-    "bad_bool": "not a boolean (true/false, 1/0, 是/否)",
-    "bad_village_code": "village code is not 12 digits",
-    "negative_money": "money is negative where the contract does not allow it",
-    "too_many_decimals": "money has more than 2 decimals",
-    "missing_value": "required value is empty",
-    "out_of_range": "value outside the contract's range or length",
-    "reported_before_event": "reported_date is before the event the row describes",
-    "unknown_household": "household is not on the roster (households feed, now or before)",
-    "unknown_person": "person is unknown to the persons feed (now or before)",
+
+class Action(StrEnum):
+    QUARANTINE = "quarantine"  # the row is a data error: kept out, with its reason
+    WARNING = "warning"  # not a contract rule: the row is kept and the cell counted
+    PENDING = "pending"  # the row waits (ingest.pending) until its referent is known
+
+
+Where = Callable[[Feed, Column], bool]
+
+
+def _every(feed: Feed, col: Column) -> bool:
+    return True
+
+
+def _kinds(*kinds: Kind) -> Where:
+    return lambda feed, col: col.kind in kinds
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule ingest enforces. `quote` is the contract's own wording (verbatim, so a
+    test can find it in the contract); `note` says how ingest applies it."""
+
+    code: str
+    action: Action
+    message: str  # never carries the offending value: safe to print and store
+    quote: str
+    note: str = ""
+    basis: str = ""  # where the contract says it, when no sentence can be quoted
+    where: Where | None = None  # the columns it checks (None: a row-level rule)
+    scope: str = ""  # for row-level rules: what it looks at
+
+
+# Values ingest finds odd although the contract allows them: counted warnings, the row
+# is kept. (feed, column) -> (least, greatest, longest text)
+PLAUSIBLE: dict[tuple[str, str], tuple[float | None, float | None, int | None]] = {
+    ("households", "lifted_year"): (2013, 2030, None),
+    ("persons", "ethnicity"): (None, None, 16),
+    ("medical", "outpatient_visits"): (0, None, None),
+    ("medical", "serious_illness"): (None, None, 32),
+    ("agriculture", "year"): (1990, 2100, None),
+    ("agriculture", "cultivated_land_mu"): (0, None, None),
+    ("agriculture", "livestock_units"): (0, None, None),
 }
+
+RULES: tuple[Rule, ...] = (
+    Rule("control_character", Action.QUARANTINE,
+         "value holds a control character (U+0000-U+001F or U+007F)",
+         "A control character (U+0000-U+001F, U+007F) inside any value is a data error.",
+         "checked on the value as written, before anything else; nothing is stripped",
+         where=_every),
+    Rule("missing_value", Action.QUARANTINE, "required value is empty",
+         "",
+         "empty, or only spaces, is missing",
+         basis="the feed tables: a type without `?` (`str`, `date`, ...) needs a value; "
+         "`T?` may be empty", where=lambda feed, col: not col.nullable),
+    Rule("id_format", Action.QUARANTINE,
+         "not an 18-character ID number (6-digit region, 8-digit birth date, "
+         "3-digit sequence, check character 0-9 or X)",
+         "6-digit region, 8-digit birth date, 3-digit sequence, check character "
+         "(0-9 or X, ISO 7064 MOD 11-2)", "a lower-case x is read as X",
+         where=_kinds(Kind.ID)),
+    Rule("id_check_char", Action.QUARANTINE, "check character does not match (ISO 7064 MOD 11-2)",
+         "A wrong check character is a data error.", where=_kinds(Kind.ID)),
+    Rule("id_birth_date", Action.QUARANTINE,
+         "ID number holds an impossible birth date (not a calendar date, or after the "
+         "row's reported_date)",
+         "a wrong check character or an impossible birth date is a data error",
+         "impossible: not a calendar date, or after the day the row reached the platform",
+         where=_kinds(Kind.ID)),
+    Rule("bad_household_id", Action.QUARANTINE,
+         "household number is not 1-32 characters from digits, ASCII letters, '-' and '_'",
+         "a string of 1-32 characters from digits, ASCII letters, `-` and `_`",
+         where=lambda feed, col: col.pattern == HOUSEHOLD_ID_PATTERN),
+    Rule("bad_village_code", Action.QUARANTINE, "village code is not 12 digits",
+         "`village_code` is the 12-digit statistical division code",
+         where=_kinds(Kind.VILLAGE)),
+    Rule("bad_division_code", Action.QUARANTINE, "division code is not 6, 9 or 12 digits",
+         "6 (county), 9 (township) or 12 (village) digits",
+         where=lambda feed, col: col.pattern == DIVISION_CODE_PATTERN),
+    Rule("unknown_enum", Action.QUARANTINE,
+         "value is not one of the contract's codes or Chinese terms",
+         "Enum values are the English codes; where this contract gives a Chinese term "
+         "beside a code, that term is accepted too",
+         "`risk_types`: every `;`-separated item", where=_kinds(Kind.ENUM, Kind.ENUM_LIST)),
+    Rule("bad_date", Action.QUARANTINE,
+         "not a calendar date in the form YYYY-MM-DD (months: YYYY-MM)",
+         "Dates `YYYY-MM-DD`; months `YYYY-MM`",
+         "Parquet may carry native dates", where=_kinds(Kind.DATE, Kind.MONTH)),
+    Rule("bad_number", Action.QUARANTINE, "not a number in the form the contract allows",
+         "money in yuan (CNY)", "int: whole numbers (`3.0` reads as 3); float and money: "
+         "decimal numbers", where=_kinds(Kind.INT, Kind.FLOAT, Kind.MONEY)),
+    Rule("bad_bool", Action.QUARANTINE, "not a boolean (true/false, 1/0, 是/否)",
+         "booleans `true/false`, `1/0`, `是/否`", "letter case is ignored (`TRUE`)",
+         where=_kinds(Kind.BOOL)),
+    Rule("negative_money", Action.QUARANTINE,
+         "money is negative where the contract does not allow it",
+         "non-negative unless stated",
+         where=lambda feed, col: col.kind is Kind.MONEY and not col.signed),
+    Rule("too_many_decimals", Action.QUARANTINE, "money has more than 2 decimals",
+         "Money has at most 2 decimals.", "trailing zeros are not decimals (`1.500`)",
+         where=_kinds(Kind.MONEY)),
+    Rule("out_of_range", Action.QUARANTINE, "value outside the contract's range",
+         "1 (most severe) to 4", "the ranges the contract states: `grade` 1 to 4, "
+         "`inpatient_days` non-negative (no upper bound: a long stay is settled at discharge)",
+         where=lambda feed, col: col.min_value is not None or col.max_value is not None),
+    Rule("unknown_household", Action.PENDING,
+         "household is not on the roster yet (households feed, now or before)",
+         "rural-revitalization roster",
+         "not a data error: records arrive late and the contract does not order the feeds. "
+         "A row is stored under the county of its household's village, which only the roster "
+         "gives, so it waits in `pending/` (pseudonymised) and the first ingest whose roster "
+         "knows the household places it, under its own `reported_date`; rows waiting "
+         "`pending_alert_months` delivered months are reported loudly",
+         scope="`household_id` of every household-level feed and `persons`"),
+    Rule("unknown_person", Action.PENDING,
+         "person is not in the persons feed yet (now or before)",
+         "One row per change of a person's state",
+         "as `unknown_household`: the county comes from the person's household, so the row "
+         "waits for a `persons` row (and that row's household) in `pending/`",
+         scope="`person_id` of every person-level feed but `persons`"),
+    Rule("surrounding_spaces", Action.WARNING,
+         "value has leading or trailing spaces (read without them)", "",
+         "U+0020 only: other characters are never stripped; a value of spaces is empty",
+         where=_every),
+    Rule("reported_before_event", Action.WARNING,
+         "reported_date is before the event the row describes", "",
+         "kept: a row counts as of T only once both its reported_date and its event date "
+         "are <= T (e.g. a term or a spell registered before it starts)",
+         scope="`reported_date` against the feed's event column"),
+    Rule("id_birth_before_1890", Action.WARNING,
+         "ID number holds a birth date before 1890", "",
+         "a calendar date, so not impossible", where=_kinds(Kind.ID)),
+    Rule("id_region_zero", Action.WARNING, "ID number's region starts with 0", "",
+         "the region is not checked against any code table", where=_kinds(Kind.ID)),
+    Rule("implausible_value", Action.WARNING, "value outside the usual range or length",
+         "", "usual: " + ", ".join(
+             f"`{f}.{c}` " + " ".join(p for p in (
+                 f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else "",
+                 f"at most {n} chars" if n is not None else "") if p)
+             for (f, c), (lo, hi, n) in PLAUSIBLE.items()),
+         where=lambda feed, col: (feed.name, col.name) in PLAUSIBLE),
+)
+RULE_BY_CODE: dict[str, Rule] = {r.code: r for r in RULES}
+RULE_MESSAGES: dict[str, str] = {r.code: r.message for r in RULES}
+WARNING_RULES: frozenset[str] = frozenset(
+    r.code for r in RULES if r.action is Action.WARNING)
 
 _TRUE = frozenset(s.lower() for s in TRUE_SPELLINGS)
 _FALSE = frozenset(s.lower() for s in FALSE_SPELLINGS)
@@ -61,6 +197,7 @@ class Violation:
 class ParsedColumn:
     values: pa.Array
     violations: list[Violation] = field(default_factory=list)
+    warnings: list[Violation] = field(default_factory=list)
 
 
 @dataclass
@@ -78,8 +215,9 @@ class ParsedBatch:
     """A batch after the column and row checks of one feed."""
 
     values: dict[str, pa.Array]
-    violations: list[Violation]
+    violations: list[Violation]  # data errors: the row is quarantined
     id_digits: dict[str, IdDigits]
+    warnings: list[Violation] = field(default_factory=list)  # counted; the row is kept
 
     def bad_rows(self, n: int) -> np.ndarray:
         bad = np.zeros(n, dtype=bool)
@@ -101,16 +239,41 @@ def _null_like(type_: pa.DataType) -> pa.Scalar:
     return pa.scalar(None, type=type_)
 
 
-def as_text(arr: pa.Array) -> pa.Array | None:
-    """Trimmed strings with empty -> null; None when `arr` is not textual."""
+def raw_text(arr: pa.Array) -> pa.Array | None:
+    """The strings of a textual column exactly as written; None when not textual."""
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type):
         arr = arr.cast(pa.string())
-    if not pa.types.is_string(arr.type):
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if pa.types.is_string(arr.type) else None
+
+
+def as_text(arr: pa.Array) -> pa.Array | None:
+    """Strings without surrounding spaces (U+0020 only), empty -> null; None when `arr` is
+    not textual. Nothing else is stripped: a control character stays and is an error."""
+    text = raw_text(arr)
+    if text is None:
         return None
-    trimmed = pc.utf8_trim_whitespace(arr)
+    trimmed = pc.utf8_trim(text, characters=" ")
     return pc.if_else(pc.equal(pc.utf8_length(trimmed), 0), _null_like(pa.string()), trimmed)
+
+
+def control_characters(arr: pa.Array) -> np.ndarray:
+    """Rows whose value as written holds a control character (U+0000-U+001F, U+007F)."""
+    text = raw_text(arr)
+    if text is None:
+        return np.zeros(len(arr), dtype=bool)
+    return to_mask(pc.match_substring_regex(text, r"[\x00-\x1f\x7f]"))
+
+
+def surrounding_spaces(arr: pa.Array) -> np.ndarray:
+    """Rows whose value as written starts or ends with a space."""
+    text = raw_text(arr)
+    if text is None:
+        return np.zeros(len(arr), dtype=bool)
+    return to_mask(pc.match_substring_regex(text, r"^ | $"))
 
 
 def _text_of_any(arr: pa.Array) -> pa.Array:
@@ -316,7 +479,7 @@ def parse_enum_list(col: Column, arr: pa.Array) -> ParsedColumn:
     n = len(text)
     lists = pc.split_pattern(text, ";")
     parents = np.asarray(pc.list_parent_indices(lists).to_numpy(zero_copy_only=False))
-    items = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+    items = pc.utf8_trim(pc.list_flatten(lists), characters=" ")
     nonempty = to_mask(pc.greater(pc.utf8_length(items), 0))
     index = pc.index_in(items, value_set=pa.array(list(lookup)))
     position_of_spelling = pa.array([order[code] for code in lookup.values()], pa.int64())
@@ -339,13 +502,35 @@ def parse_enum_list(col: Column, arr: pa.Array) -> ParsedColumn:
     return ParsedColumn(values, [Violation(col.name, "unknown_enum", bad)])
 
 
+_PATTERN_RULES = {HOUSEHOLD_ID_PATTERN: "bad_household_id",
+                  DIVISION_CODE_PATTERN: "bad_division_code"}
+
+
 def parse_str(col: Column, arr: pa.Array) -> ParsedColumn:
     text = _text_of_any(arr)
     violations = []
-    if col.max_length is not None:
-        long = to_mask(pc.greater(pc.utf8_length(text), col.max_length))
-        violations.append(Violation(col.name, "out_of_range", long))
+    if col.pattern is not None:
+        shaped = _matches(text, f"^(?:{col.pattern})$")
+        bad = to_mask(pc.is_valid(text)) & ~shaped
+        violations.append(Violation(col.name, _PATTERN_RULES[col.pattern], bad))
+        text = pc.if_else(pa.array(shaped), text, _null_like(pa.string()))
     return ParsedColumn(text, violations)
+
+
+def plausibility(feed_name: str, col: Column, values: pa.Array) -> np.ndarray:
+    """Cells outside the usual range or length (`PLAUSIBLE`): a warning, never an error."""
+    limits = PLAUSIBLE.get((feed_name, col.name))
+    odd = np.zeros(len(values), dtype=bool)
+    if limits is None:
+        return odd
+    least, greatest, longest = limits
+    if least is not None:
+        odd |= to_mask(pc.less(values, least))
+    if greatest is not None:
+        odd |= to_mask(pc.greater(values, greatest))
+    if longest is not None:
+        odd |= to_mask(pc.greater(pc.utf8_length(values), longest))
+    return odd
 
 
 def parse_village(col: Column, arr: pa.Array) -> ParsedColumn:
@@ -365,17 +550,17 @@ def parse_id(col: Column, arr: pa.Array, latest_birth_days: np.ndarray) -> tuple
     chars, fits = char_matrix(text, 18)
     chars = chars.copy()  # the matrix views Arrow's read-only buffer
     last = chars[:, 17]
-    shaped = fits & (chars[:, 0] != 48) & _all_digits(chars[:, :17]) & (
+    shaped = fits & _all_digits(chars[:, :17]) & (
         ((last >= 48) & (last <= 57)) | (last == 88))
+    region_zero = shaped & (chars[:, 0] == 48)
     chars[~shaped] = np.frombuffer(b"110105194912310021", dtype=np.uint8)
     digits = chars.astype(np.int64) - 48
     year = digits[:, 6:10] @ np.array([1000, 100, 10, 1])
     month = digits[:, 10:12] @ np.array([10, 1])
     day = digits[:, 12:14] @ np.array([10, 1])
     birth_days, calendar_ok = civil_days(year, month, day)
-    birth_ok = calendar_ok & (birth_days >= _EARLIEST_BIRTH_DAYS) & (
-        birth_days <= latest_birth_days
-    )
+    # impossible: not a calendar date, or born after the row reached the platform
+    birth_ok = calendar_ok & (year >= 1) & (birth_days <= latest_birth_days)
     expected = _ID_CHECK_CHARS[(digits[:, :17] @ _ID_WEIGHTS) % 11]
     check_ok = expected == chars[:, 17]
     bad_shape = present & ~shaped
@@ -389,6 +574,11 @@ def parse_id(col: Column, arr: pa.Array, latest_birth_days: np.ndarray) -> tuple
             Violation(col.name, "id_format", bad_shape),
             Violation(col.name, "id_birth_date", bad_birth),
             Violation(col.name, "id_check_char", bad_check),
+        ],
+        [
+            Violation(col.name, "id_birth_before_1890",
+                      ok & (birth_days < _EARLIEST_BIRTH_DAYS)),
+            Violation(col.name, "id_region_zero", ok & region_zero),
         ],
     )
     # a number per valid ID (17 digits and the check value): exact, sortable, joinable
@@ -417,60 +607,72 @@ def _event_days(kind: Kind, values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_batch(spec: Feed, columns: dict[str, pa.Array], n: int, *, today: date) -> ParsedBatch:
-    """Check every contract column of one batch; absent nullable columns become nulls."""
+    """Check every contract column of one batch (vault-only ones included); absent
+    nullable columns become nulls."""
     values: dict[str, pa.Array] = {}
     violations: list[Violation] = []
+    warnings: list[Violation] = []
     id_digits: dict[str, IdDigits] = {}
 
+    def parse(col: Column, raw: pa.Array) -> ParsedColumn:
+        if col.kind is Kind.ID:
+            parsed, id_digits[col.name] = parse_id(col, raw, latest_birth)
+            return parsed
+        if col.kind in (Kind.DATE, Kind.MONTH):
+            return parse_date(col, raw, month=col.kind is Kind.MONTH)
+        parser = _PARSERS.get(col.kind, parse_str)
+        return parser(col, raw)
+
+    latest_birth = np.full(n, (today - _EPOCH).days, dtype=np.int64)
     reported = parse_date(spec.column("reported_date"), columns["reported_date"], month=False)
     reported_days, reported_ok = days_of(reported.values)
     # an ID's birth date may not be after the row was reported (or, failing that, today)
-    latest_birth = np.where(reported_ok, reported_days, (today - _EPOCH).days)
+    latest_birth = np.where(reported_ok, reported_days, latest_birth)
 
-    for col in spec.columns:
+    for col in spec.contract_columns:
         raw = columns.get(col.name)
         if raw is None:
             raw = pa.nulls(n, pa.string())
-        if col.name == "reported_date":
-            parsed = reported
-        elif col.kind is Kind.ID:
-            parsed, id_digits[col.name] = parse_id(col, raw, latest_birth)
-        elif col.kind is Kind.DATE:
-            parsed = parse_date(col, raw, month=False)
-        elif col.kind is Kind.MONTH:
-            parsed = parse_date(col, raw, month=True)
-        elif col.kind is Kind.INT:
-            parsed = parse_int(col, raw)
-        elif col.kind is Kind.FLOAT:
-            parsed = parse_float(col, raw)
-        elif col.kind is Kind.MONEY:
-            parsed = parse_money(col, raw)
-        elif col.kind is Kind.BOOL:
-            parsed = parse_bool(col, raw)
-        elif col.kind is Kind.ENUM:
-            parsed = parse_enum(col, raw)
-        elif col.kind is Kind.ENUM_LIST:
-            parsed = parse_enum_list(col, raw)
-        elif col.kind is Kind.VILLAGE:
-            parsed = parse_village(col, raw)
-        else:
-            parsed = parse_str(col, raw)
+        parsed = reported if col.name == "reported_date" else parse(col, raw)
+        # the control-character rule first: it names the real problem of the cell
+        errors = [Violation(col.name, "control_character", control_characters(raw)),
+                  *parsed.violations]
         already_bad = np.zeros(n, dtype=bool)
-        for v in parsed.violations:
+        for v in errors:
             # one rule per cell: the first that applies (e.g. bad_number hides range)
             v.mask = v.mask & ~already_bad
             already_bad |= v.mask
         if not col.nullable:
             # a null that no rule explains was empty in the input (or an empty list)
             missing = ~to_mask(pc.is_valid(parsed.values)) & ~already_bad
-            parsed.violations.append(Violation(col.name, "missing_value", missing))
+            errors.append(Violation(col.name, "missing_value", missing))
+            already_bad |= missing
         values[col.name] = parsed.values
-        violations += [v for v in parsed.violations if v.mask.any()]
+        violations += [v for v in errors if v.mask.any()]
+        cell_warnings = [Violation(col.name, "surrounding_spaces", surrounding_spaces(raw)),
+                         *parsed.warnings,
+                         Violation(col.name, "implausible_value",
+                                   plausibility(spec.name, col, parsed.values))]
+        for w in cell_warnings:
+            w.mask = w.mask & ~already_bad  # a broken cell is an error, not also odd
+        warnings += [w for w in cell_warnings if w.mask.any()]
 
     if spec.event_column is not None:
         event_col = spec.column(spec.event_column)
         event_days, event_ok = _event_days(event_col.kind, values[event_col.name])
         early = reported_ok & event_ok & (reported_days < event_days)
         if early.any():
-            violations.append(Violation("reported_date", "reported_before_event", early))
-    return ParsedBatch(values, violations, id_digits)
+            warnings.append(Violation("reported_date", "reported_before_event", early))
+    return ParsedBatch(values, violations, id_digits, warnings)
+
+
+_PARSERS: dict[Kind, Callable[[Column, pa.Array], ParsedColumn]] = {
+    Kind.INT: parse_int,
+    Kind.FLOAT: parse_float,
+    Kind.MONEY: parse_money,
+    Kind.BOOL: parse_bool,
+    Kind.ENUM: parse_enum,
+    Kind.ENUM_LIST: parse_enum_list,
+    Kind.VILLAGE: parse_village,
+    Kind.STR: parse_str,
+}

@@ -75,6 +75,18 @@ def row_hashes(
     return h
 
 
+def mix_in(hashes: np.ndarray, arr: pa.Array) -> np.ndarray:
+    """`hashes` with an optional column mixed in where it holds a value (rows without one
+    keep their hash, so rows stored before the column existed still match)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    valid = np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
+    if not valid.any():
+        return hashes
+    mixed = _splitmix(hashes ^ (_column_hash(arr) + _MIX1))
+    return np.where(valid, mixed, hashes)
+
+
 def month_text(month: int) -> str:
     """'YYYY-MM' of a month number (months since 1970-01)."""
     return str(np.datetime64(int(month), "M"))

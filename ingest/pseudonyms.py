@@ -17,21 +17,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from doudi.errors import UserError
+from doudi.registry import KEY_BYTES, read_key
 from ingest.checks import id_codes
+from ingest.permissions import check_private
 
-KEY_BYTES = 32
 DIGEST_HEX = 20
 PREFIX = {"person": "p_", "household": "h_"}
 KIND_OF_COLUMN = {"person_id": "person", "head_person_id": "person", "household_id": "household"}
 
 
+def check_key_file(key_file: Path) -> None:
+    """The pseudonym key must be the running user's and 0600 (or 0400)."""
+    check_private(key_file, what="the pseudonym key", mode="600")
+
+
 def load_key(key_file: Path, *, create: bool) -> bytes | None:
-    """The workspace key; created (0600, 32 random bytes) when `create` and absent."""
-    if key_file.exists():
-        key = key_file.read_bytes()
-        if len(key) < KEY_BYTES:
-            raise UserError(f"{key_file}: pseudonym key is shorter than {KEY_BYTES} bytes")
+    """The workspace key; created (0600, 32 random bytes) when `create` and absent.
+    A key file other users could read, or another user owns, is refused."""
+    check_key_file(key_file)
+    key = read_key(key_file)  # shared with the model registry's workspace fingerprint
+    if key is not None:
         return key
     if not create:
         return None

@@ -33,7 +33,8 @@ from doudi.warehouse import partition_dir
 MANIFEST_NAME = "_manifest.json"
 STAGING = ".staging"
 JOURNAL_DIR = ".ingest-journal"
-PRIVATE_AREAS = ("quarantine", "vault")
+PRIVATE_AREAS = ("quarantine", "vault", "pending")  # 0700 folders, 0600 files
+REPORTS = "reports"  # 0700 folder, 0600 files: run reports name files and counts only
 FLUSH_ROWS = 1_000_000  # buffered rows per feed before partition files are written
 WRITER_THREADS = 2
 
@@ -44,6 +45,7 @@ def area_dirs(settings: Settings) -> dict[str, Path]:
         "quarantine": settings.quarantine_dir,
         "vault": settings.vault_dir,
         "reports": settings.reports_dir,
+        "pending": settings.home / "pending",
     }
 
 
@@ -51,7 +53,7 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
+def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
     """Write via a temp file in the same folder and `os.replace`: readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -95,6 +97,8 @@ def _apply(home: Path, journal: Path) -> None:
         if src.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
             src.replace(dst)
+    for gone in plan.get("removes", []):  # replaced files (pending rows now placed)
+        (home / gone).unlink(missing_ok=True)
     atomic_write_text(home / plan["manifest_path"], plan["manifest"])
     journal.unlink()
 
@@ -135,13 +139,16 @@ class Stager:
         self._created: list[Path] = []
         self._journaled = False
         self._dirs: set[Path] = set()
+        self._removes: list[Path] = []
         self.roots: dict[str, Path] = {}
         for name, area in self.areas.items():
             if not area.exists():
                 self._created.append(area)
-            area.mkdir(parents=True, exist_ok=True)
-            if name in PRIVATE_AREAS:
-                area.chmod(0o700)
+                area.mkdir(parents=True, exist_ok=True)
+                if name in (*PRIVATE_AREAS, REPORTS):
+                    area.chmod(0o700)
+            elif name == REPORTS and area.stat().st_mode & 0o077:
+                area.chmod(0o700)  # reports hold no personal data: tightened, not refused
             root = area / STAGING / run_id
             root.mkdir(parents=True, exist_ok=True)
             self.roots[name] = root
@@ -156,7 +163,7 @@ class Stager:
     def write_parquet(self, area: str, relative: str, table: pa.Table) -> Path:
         target = self.path(area, relative)
         pq.write_table(table, target, compression="zstd")
-        if area in PRIVATE_AREAS:
+        if area in (*PRIVATE_AREAS, REPORTS):
             target.chmod(0o600)
         return target
 
@@ -169,8 +176,14 @@ class Stager:
 
     def write_text(self, area: str, relative: str, text: str) -> Path:
         target = self.path(area, relative)
-        target.write_text(text, encoding="utf-8")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
         return target
+
+    def remove_on_commit(self, path: Path) -> None:
+        """Delete `path` (a workspace file this run replaces) as part of the commit."""
+        self._removes.append(path)
 
     def abort(self) -> None:
         """Drop everything staged; remove folders this run created.
@@ -192,6 +205,7 @@ class Stager:
         for area, root in self.roots.items():
             moves += [(os.path.relpath(src, home), os.path.relpath(dst, home))
                       for src, dst in _plan_moves(root, self.areas[area])]
+        removes = [os.path.relpath(p, home) for p in self._removes]
         manifest_path = os.path.relpath(self.settings.warehouse_dir / MANIFEST_NAME, home)
         os.sync()  # staged files are durable before the journal promises them
         journals = home / JOURNAL_DIR
@@ -199,7 +213,7 @@ class Stager:
         journal = journals / f"{self.run_id}.json"
         atomic_write_text(
             journal,
-            json.dumps({"moves": moves, "manifest_path": manifest_path,
+            json.dumps({"moves": moves, "removes": removes, "manifest_path": manifest_path,
                         "manifest": json.dumps(manifest, ensure_ascii=False, indent=1)}),
             mode=0o600,
         )

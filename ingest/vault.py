@@ -3,10 +3,14 @@
     <home>/vault/persons/part-<run>.parquet            person_key, person_id
     <home>/vault/households/part-<run>.parquet         household_key, household_id
     <home>/vault/household_villages/part-<run>.parquet household_key, village_code, reported_date
+    <home>/vault/person_names/part-<run>.parquet       person_key, name, status_date,
+                                                       reported_date
+    <home>/vault/household_phones/part-<run>.parquet   household_key, contact_phone,
+                                                       reported_date
 
-The vault directory is 0700 and its files 0600. `reidentify` is the one way
-back, for the audited caseworker export: every call appends who-asked-why (never
-which identifiers) to `vault/audit.jsonl`.
+The vault directory is 0700 and its files 0600. `reidentify` and `contact_details`
+are the only ways back, for the audited caseworker export: every call appends
+who-asked-why (never which identifiers) to `vault/audit.jsonl`.
 """
 
 from __future__ import annotations
@@ -24,15 +28,36 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from doudi.settings import Settings
+from ingest.permissions import check_private_dir
 
 PERSONS = "persons"
 HOUSEHOLDS = "households"
 VILLAGES = "household_villages"
+PERSON_NAMES = "person_names"
+HOUSEHOLD_PHONES = "household_phones"
+# (feed, vault-only contract column) -> the vault table holding it
+VAULT_COLUMNS: dict[tuple[str, str], str] = {
+    ("persons", "name"): PERSON_NAMES,
+    ("households", "contact_phone"): HOUSEHOLD_PHONES,
+}
+# version order of a vault table's rows, oldest first (the contract's, per feed)
+_VERSION: dict[str, list[str]] = {
+    PERSON_NAMES: ["status_date", "reported_date"],
+    HOUSEHOLD_PHONES: ["reported_date"],
+}
 SCHEMAS: dict[str, pa.Schema] = {
     PERSONS: pa.schema([("person_key", pa.string()), ("person_id", pa.string())]),
     HOUSEHOLDS: pa.schema([("household_key", pa.string()), ("household_id", pa.string())]),
     VILLAGES: pa.schema(
         [("household_key", pa.string()), ("village_code", pa.string()),
+         ("reported_date", pa.date32())]
+    ),
+    PERSON_NAMES: pa.schema(
+        [("person_key", pa.string()), ("name", pa.string()), ("status_date", pa.date32()),
+         ("reported_date", pa.date32())]
+    ),
+    HOUSEHOLD_PHONES: pa.schema(
+        [("household_key", pa.string()), ("contact_phone", pa.string()),
          ("reported_date", pa.date32())]
     ),
 }
@@ -55,6 +80,7 @@ def ensure_private_dir(path: Path) -> None:
 
 
 def read_table(vault_dir: Path, name: str, columns: list[str] | None = None) -> pa.Table:
+    check_private_dir(vault_dir)
     folder = vault_dir / name
     files = sorted(str(p) for p in folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
@@ -76,11 +102,24 @@ def known_village_pairs(vault_dir: Path) -> pa.Array:
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
-def _audit(vault_dir: Path, purpose: str, asked: int, found: int) -> None:
+def latest_per_value(name: str, table: pa.Table) -> pa.Table:
+    """One row per (pseudonym, value): its latest version. Enough to answer "the latest
+    value" later, even when a value comes back (A, then B, then A again)."""
+    key, value = SCHEMAS[name].names[:2]
+    order = _VERSION[name]
+    frame = table.to_pandas()
+    frame = frame.sort_values([key, value, *order], kind="stable")
+    frame = frame.drop_duplicates([key, value], keep="last")
+    return pa.Table.from_pandas(frame, schema=SCHEMAS[name], preserve_index=False)
+
+
+def _audit(vault_dir: Path, purpose: str, asked: int, found: int,
+           read: str = "identifiers") -> None:
     record = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "user": getpass.getuser(),
         "purpose": purpose,
+        "read": read,
         "pseudonyms_asked": asked,
         "pseudonyms_found": found,
     }
@@ -127,3 +166,43 @@ def reidentify(
     if vault_dir.is_dir():
         _audit(vault_dir, purpose, len(wanted), len(found))
     return found
+
+
+@dataclass(frozen=True)
+class ContactDetails:
+    """Names by person pseudonym and phone numbers by household pseudonym."""
+
+    names: dict[str, str]
+    phones: dict[str, str]
+
+
+def _latest_values(vault_dir: Path, name: str, wanted: list[str]) -> dict[str, str]:
+    if not wanted:
+        return {}
+    key, value = SCHEMAS[name].names[:2]
+    table = read_table(vault_dir, name)
+    table = table.filter(pc.is_in(table[key], value_set=pa.array(wanted, pa.string())))
+    frame = table.to_pandas().sort_values([key, *_VERSION[name], value], kind="stable")
+    latest = frame.drop_duplicates(key, keep="last")
+    return dict(zip(latest[key], latest[value], strict=True))
+
+
+def contact_details(
+    pseudonyms: Iterable[str], settings: Settings, *, purpose: str
+) -> ContactDetails:
+    """The name of each person pseudonym (`p_...`, from `persons.name`) and the contact
+    phone of each household pseudonym (`h_...`, `households.contact_phone`): the latest
+    version known (persons: latest `status_date`, then `reported_date`; households: latest
+    `reported_date`). Rows without a value do not erase an earlier one. Pseudonyms
+    without one are left out. Audited like `reidentify` (purpose and counts only).
+    """
+    if not purpose.strip():
+        raise ValueError("contact_details needs a purpose for the audit log")
+    wanted = sorted(set(pseudonyms))
+    vault_dir = settings.vault_dir
+    names = _latest_values(vault_dir, PERSON_NAMES, [p for p in wanted if p.startswith("p_")])
+    phones = _latest_values(vault_dir, HOUSEHOLD_PHONES,
+                            [p for p in wanted if p.startswith("h_")])
+    if vault_dir.is_dir():
+        _audit(vault_dir, purpose, len(wanted), len(names) + len(phones), "names_and_phones")
+    return ContactDetails(names, phones)

@@ -1,4 +1,4 @@
-"""province: a synthetic Gansu province that emits the 13 department feeds and their truth."""
+"""province: a synthetic Gansu province that emits the 14 department feeds and their truth."""
 
 from province.params import WorldParams
 from province.run import simulate

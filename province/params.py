@@ -118,6 +118,8 @@ class WorldParams:
     bad_row_share: float = 0.003
     income_check_ordinary_sample: float = 0.30
     outage_months: int = 5  # an optional feed undelivered for one county this long
+    phone_missing_share: float = 0.12  # households without a contact phone on the roster
+    division_renames_per_year: float = 0.02  # share of divisions renamed per year (min 2)
     # --- simulation ----------------------------------------------------------
     burn_in_months: int = 24  # before the first reported month
     detection_after_burn_in_months: int = 12  # income history must fill first

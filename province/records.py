@@ -16,6 +16,7 @@ import numpy as np
 from doudi import contract
 from province import timeutil
 from province.dynamics import MonthOutcome
+from province.identity import plan_renames
 from province.params import WorldParams
 from province.state import (
     DECEASED,
@@ -91,6 +92,7 @@ class Records:
     spell_start_day: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     components: np.ndarray = field(default_factory=lambda: np.zeros((0, 12, 5)))
     ident_day: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    division_name: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def _add(self, feed: str, batch: Batch) -> None:
         if size(batch):
@@ -193,9 +195,19 @@ class Records:
             "_county": self._county_of_person(state, persons),
         }
 
+    def plan_divisions(self, start_month: int, end_month: int) -> None:
+        """Draw the division renames of the reported period (before any file is written)."""
+        plan_renames(
+            self.registry.divisions,
+            start_month,
+            end_month,
+            self.params.division_renames_per_year,
+            self.rng,
+        )
+
     # --- the first extract ---------------------------------------------------------
     def roster(self, state: State) -> None:
-        """The households roster and persons registry delivered on the roster day."""
+        """The households roster, persons registry and division names of the roster day."""
         h, p, reg = state.households, state.persons, self.registry
         n, n_p = len(h.village), len(p.hh)
         rng = self.rng
@@ -235,6 +247,35 @@ class Records:
                 "_county": self._county_of_person(state, persons),
             },
         )
+
+        self.division_name = self.registry.divisions.name.copy()
+        self._divisions(np.arange(len(self.division_name)), self.roster_day)
+
+    def _divisions(self, which: np.ndarray, day: int | np.ndarray) -> None:
+        """Rows of the divisions feed: `which` divisions with their current names."""
+        div = self.registry.divisions
+        self._add(
+            "divisions",
+            {
+                "code": which.astype(np.int64),
+                "name": self.division_name[which],
+                "reported_date": np.zeros(len(which), dtype=np.int64) + day,
+                "_county": div.county[which],
+            },
+        )
+
+    def _division_changes(self, m: int, start: int, end: int) -> None:
+        """Renames planned for month `m` (one row each) and the annual redelivery in January."""
+        div = self.registry.divisions
+        due = np.flatnonzero(div.rename_month == m)
+        if len(due):
+            which = div.rename_division[due]
+            self.division_name[which] = div.rename_name[due]
+            self._divisions(which, self.rng.integers(start, end + 1, len(which)))
+        if timeutil.calendar_month(m) == 1 and start > self.roster_day:
+            # the yearly code table: every division again, as named now (early January)
+            day = start + int(self.rng.integers(0, 15))
+            self._divisions(np.arange(len(self.division_name)), day)
 
     # --- one month ------------------------------------------------------------
     def month(self, state: State, out: MonthOutcome, *, flows: bool) -> None:
@@ -280,6 +321,7 @@ class Records:
             if rng.random() < 0.5:  # roster corrections: relocation flags filled in
                 fix = np.flatnonzero(rng.random(n) < 0.002)
                 self._roster_corrections(state, fix, start)
+            self._division_changes(m, start, end)
 
         certified = np.flatnonzero(out.certified)
         cert_day = rng.integers(start, end + 1, len(certified))

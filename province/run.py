@@ -19,11 +19,12 @@ from doudi.errors import UserError
 from doudi.settings import Settings
 from province import timeutil
 from province.dynamics import step
+from province.identity import Divisions
 from province.params import WorldParams
 from province.records import Batch, Records, concat, dedupe_versions
 from province.truth import average_precision, contract_labels, oracle_probabilities, roc_auc
 from province.world import build_world
-from province.writer import Outage, Writer
+from province.writer import BadRow, Outage, Writer
 
 LABEL_FEEDS = ("households", "persons", "monitoring_events", "social_assistance")
 OUTAGE_FEEDS = ("employment", "medical")
@@ -40,7 +41,7 @@ def simulate(
     progress: Callable[[str, float], None] | None = None,
     params: WorldParams | None = None,
 ) -> dict[str, Any]:
-    """Write a province to `out/raw` (the 13 feeds) and `out/truth`; return the summary."""
+    """Write a province to `out/raw` (the 14 feeds) and `out/truth`; return the summary."""
     settings = settings or Settings()
     params = params or WorldParams()
     horizon = settings.horizon_months
@@ -78,6 +79,7 @@ def simulate(
     roster_day = int(timeutil.first_day(start_month))
     records = Records(registry, params, np.random.default_rng(rec_seed), roster_day)
     records.history(state, first_month)
+    records.plan_divisions(start_month, end_month)
     write_rng = np.random.default_rng(write_seed)
     outages = _draw_outages(len(registry.county_codes), start_month, end_month, params, write_rng)
     writer = Writer(raw_dir, registry, params, write_rng, outages, roster_day)
@@ -141,7 +143,9 @@ def simulate(
         oracle_probability,
         oracle_sample,
     )
-    _write_bad_rows(truth_dir / "bad_rows.csv", writer)
+    _write_listed_rows(truth_dir / "bad_rows.csv", writer.bad_rows)
+    _write_listed_rows(truth_dir / "warning_rows.csv", writer.warning_rows)
+    _write_listed_rows(truth_dir / "pending_rows.csv", writer.pending_rows)
     _write_onsets(
         truth_dir / "hardship_onsets.parquet",
         onsets,
@@ -168,6 +172,7 @@ def simulate(
         counties=len(registry.county_codes),
         villages=len(registry.village_codes),
         horizon=horizon,
+        division_renames=len(registry.divisions.rename_division),
     )
     (truth_dir / "summary.json").write_text(
         json.dumps(summary, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8"
@@ -178,6 +183,7 @@ def simulate(
             for c, nm in zip(registry.county_codes, registry.county_names, strict=True)
         ],
         "villages": registry.village_codes.tolist(),
+        "division_renames": _renames(registry.divisions),
         "outages": [
             asdict(o)
             | {
@@ -256,6 +262,23 @@ def _fold_onto_roster(feed: str, batch: Batch, roster_day: int) -> Batch:
     return dedupe_versions(feed, batch)
 
 
+def _renames(divisions: Divisions) -> list[dict[str, str]]:
+    """Each planned rename: code, month, old and new name (public place names)."""
+    out = []
+    for k, month, name in zip(
+        divisions.rename_division, divisions.rename_month, divisions.rename_name, strict=True
+    ):
+        out.append(
+            {
+                "code": str(divisions.codes[k]),
+                "month": timeutil.month_text(int(month)),
+                "old_name": divisions.names[int(divisions.name[k])],
+                "new_name": divisions.names[int(name)],
+            }
+        )
+    return out
+
+
 def _draw_outages(
     n_counties: int, start_month: int, end_month: int, params: WorldParams, rng: np.random.Generator
 ) -> list[Outage]:
@@ -267,11 +290,11 @@ def _draw_outages(
     return outages
 
 
-def _write_bad_rows(path: Path, writer: Writer) -> None:
+def _write_listed_rows(path: Path, rows: list[BadRow]) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         out.writerow(["feed", "file", "row", "column", "reason"])
-        for bad in sorted(writer.bad_rows, key=lambda b: (b.file, b.row)):
+        for bad in sorted(rows, key=lambda b: (b.file, b.row)):
             out.writerow([bad.feed, bad.file, bad.row, bad.column, bad.reason])
 
 
@@ -323,13 +346,18 @@ def _summary(
     counties: int,
     villages: int,
     horizon: int,
+    division_renames: int,
 ) -> dict[str, Any]:
     totals = label_stats.sum()
     by_as_of = label_stats["labelled"] / label_stats["in_scope"]
     roc, pr = _auc(oracle["label"].to_numpy(), oracle["probability"].to_numpy())
-    bad_by_feed: dict[str, int] = {}
-    for bad in writer.bad_rows:
-        bad_by_feed[bad.feed] = bad_by_feed.get(bad.feed, 0) + 1
+
+    def per_feed(rows: list[BadRow]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.feed] = counts.get(row.feed, 0) + 1
+        return dict(sorted(counts.items()))
+
     return {
         "households": households,
         "persons": persons,
@@ -342,8 +370,13 @@ def _summary(
         "files": writer.files,
         "rows_per_feed": dict(sorted(writer.rows_written.items())),
         "duplicates_per_feed": {k: v for k, v in sorted(writer.duplicates.items()) if v},
-        "bad_rows_per_feed": dict(sorted(bad_by_feed.items())),
+        "bad_rows_per_feed": per_feed(writer.bad_rows),
         "bad_rows": len(writer.bad_rows),
+        "warning_rows_per_feed": per_feed(writer.warning_rows),
+        "warning_rows": len(writer.warning_rows),
+        "pending_rows_per_feed": per_feed(writer.pending_rows),
+        "pending_rows": len(writer.pending_rows),
+        "division_renames": division_renames,
         "rows_reported_after_period": undelivered,
         "base_rate": float(totals["labelled"] / totals["in_scope"]),
         "base_rate_min_as_of": float(by_as_of.min()),

@@ -9,8 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from province import timeutil
+from province.identity import (
+    Divisions,
+    build_divisions,
+    person_names,
+    phone_numbers,
+    synthetic_county_names,
+)
 from province.params import WorldParams
 from province.state import (
     GRADUATED,
@@ -91,8 +99,6 @@ GANSU_COUNTIES: tuple[tuple[str, str], ...] = (
     ("620103", "七里河区"),
 )
 ETHNICITIES: tuple[str, ...] = ("汉族", "回族", "东乡族", "藏族", "保安族", "撒拉族", "土族")
-SURNAMES = "王李张刘陈杨赵黄周吴徐孙马朱胡郭何高林罗郑梁谢宋唐韩冯董"
-GIVEN = "建国华明军伟芳娟英秀兰玉梅红霞平刚强文斌德福海燕春生成荣喜"
 
 
 @dataclass
@@ -104,9 +110,9 @@ class Registry:
     village_codes: np.ndarray  # str, one per village
     household_ids: np.ndarray  # bytes (S16), one per household
     person_ids: np.ndarray  # bytes (S18), one per person
-    name_table: np.ndarray  # str: every name that occurs
-    person_names: np.ndarray  # index into name_table
-    phones: np.ndarray  # bytes, one per household (the head's)
+    names: pa.Array  # str, one per person (identity.person_names)
+    phones: pa.Array  # str or null, one per household (the head's mobile)
+    divisions: Divisions  # every county, township and village code with its names
     lifted_year: np.ndarray  # int, NULL for ordinary households
     relocated_known: np.ndarray  # relocation flag as recorded (-1 unknown)
 
@@ -117,9 +123,10 @@ def _county_codes(n: int) -> tuple[list[str], list[str]]:
     city, suffix = 1, 60
     while len(codes) < n:  # synthetic county codes under real prefecture codes
         codes.append(f"62{city:02d}{suffix:02d}")
-        names.append(f"第{len(codes)}县")
         city = city % 30 + 1
         suffix = suffix + 1 if city == 1 else suffix
+    taken = {name for _, name in GANSU_COUNTIES}
+    names += synthetic_county_names(n - len(names), taken)
     return codes, names
 
 
@@ -371,18 +378,16 @@ def build_world(
     )
     state = State(counties, villages, hh, persons)
 
-    all_names = np.array([s + g + h for s in SURNAMES for g in GIVEN for h in [*GIVEN, ""]])
-    names = rng.integers(0, len(all_names), p)  # index into `name_table`
-    phones = (10**10 + rng.integers(3 * 10**9, 99 * 10**8, n)).astype("S11")
+    # identifying text last: the latent state above does not depend on these draws
     registry = Registry(
         county_codes=county_codes,
         county_names=county_names,
         village_codes=np.array(village_codes),
         household_ids=household_ids,
         person_ids=person_ids,
-        name_table=all_names,
-        person_names=names,
-        phones=phones,
+        names=person_names(hh_of_person, relation, male, ethnicity, rng),
+        phones=phone_numbers(n, params.phone_missing_share, rng),
+        divisions=build_divisions(county_codes, county_names, village_codes, rng),
         lifted_year=lifted_year,
         relocated_known=relocated_known,
     )

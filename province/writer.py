@@ -2,9 +2,15 @@
 
 One file per feed and reported month (`raw/<feed>/<feed>_<YYYY-MM>.<ext>`), in a
 format drawn per file: UTF-8 CSV (with or without BOM), GB18030 CSV with Chinese
-headers and enum terms, gzip CSV, Parquet with native or string types. Some files
-carry name/phone columns. A small share of exact duplicates and of deliberately
-bad rows (one defect each, listed in `truth/bad_rows.csv`) is mixed in.
+headers and enum terms, gzip CSV, Parquet with native or string types. Every
+contract column is written, the identity-vault ones (`persons.name`,
+`households.contact_phone`) included; some files also carry name/phone columns the
+contract does not list for that feed. A small share of exact duplicates and of
+deliberately broken rows (one defect each) is mixed in: data errors are listed in
+`truth/bad_rows.csv`; rows ingest does not reject are listed apart, those reported
+before their event (kept with a counted warning) in `truth/warning_rows.csv`, those
+of a household never on the roster (held in ingest's `pending/`) in
+`truth/pending_rows.csv`.
 """
 
 from __future__ import annotations
@@ -41,8 +47,22 @@ BAD_ROW_FEEDS = (
     "housing",
     "disasters",
     "income_checks",
+    "divisions",
 )
-EXTRA_COLUMN_FEEDS = ("households", "persons", "social_assistance")
+# Planted defects ingest does not reject (ingest/checks.py, docs/ingest-rules.md), so
+# they are not bad rows: a row reported before its event is kept with a counted
+# warning; a row whose household is not on the roster waits in pending/ for it.
+WARNING_REASONS = frozenset({"reported_before_event"})
+PENDING_REASONS = frozenset({"unknown_household"})
+# Free-text columns that get a control character as a planted defect.
+CONTROL_CHAR_COLUMNS = frozenset(
+    {("persons", "name"), ("households", "contact_phone"), ("divisions", "name")}
+)
+# Control characters a CSV reader keeps inside a value (no line breaks, no tab).
+CONTROL_CHARS = [chr(c) for c in (*range(0x01, 0x09), *range(0x0E, 0x1C), 0x1F, 0x7F)]
+# name/phone columns a real extract carries beyond the contract's (unknown extras)
+EXTRA_COLUMN_FEEDS = ("households", "persons")
+EXTRA_ALIASES = {"name": "姓名", "contact_phone": "联系电话"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,8 @@ class Writer:
     outages: list[Outage]
     roster_day: int
     bad_rows: list[BadRow] = field(default_factory=list)
+    warning_rows: list[BadRow] = field(default_factory=list)
+    pending_rows: list[BadRow] = field(default_factory=list)
     rows_written: dict[str, int] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
     files: int = 0
@@ -100,8 +122,14 @@ class Writer:
         self._person_ids = pa.array(reg.person_ids).cast(pa.string())
         self._household_ids = pa.array(reg.household_ids).cast(pa.string())
         self._village_codes = pa.array(reg.village_codes.astype(str))
-        self._names = pa.array(reg.name_table).take(pa.array(reg.person_names))
-        self._phones = pa.array(reg.phones).cast(pa.string())
+        self._names = reg.names
+        self._phones = reg.phones
+        # the text of STR columns held as indexes in the batches
+        self._texts: dict[tuple[str, str], pa.Array] = {
+            key: pa.array(list(words), pa.string()) for key, words in VOCAB.items()
+        }
+        self._texts[("divisions", "code")] = pa.array(reg.divisions.codes.tolist(), pa.string())
+        self._texts[("divisions", "name")] = pa.array(reg.divisions.names, pa.string())
         self._sorted_ids = np.sort(reg.person_ids)
         self._fresh_ids: set[str] = set()
         self._risk_text = _risk_type_texts()
@@ -146,20 +174,26 @@ class Writer:
         bools = BOOL_SPELLINGS[2] if chinese else BOOL_SPELLINGS[int(self.rng.integers(0, 2))]
         return FileStyle(fmt, chinese, bools, extras=bool(self.rng.random() < 0.5))
 
-    def _write_file(self, feed_name: str, month: int, batch: Batch) -> None:
+    def _write_file(
+        self, feed_name: str, month: int, batch: Batch, style: FileStyle | None = None
+    ) -> None:
+        """One feed's rows of one reported month as one file (`style` drawn unless given)."""
         spec = contract.feed(feed_name)
-        style = self._style()
+        style = style or self._style()
         typed = style.fmt == "parquet_native"
         columns = {
-            c.name: self._column(feed_name, c, batch[c.name], style, typed) for c in spec.columns
+            c.name: self._vault_column(feed_name, c.name, batch)
+            if c.vault_only
+            else self._column(feed_name, c, batch[c.name], style, typed)
+            for c in spec.contract_columns
         }
         if style.extras and feed_name in EXTRA_COLUMN_FEEDS:
-            who = batch["person_id"] if "person_id" in batch else batch.get("head_person_id")
-            hh = batch["household_id"]
-            if who is not None:
-                columns["name"] = self._names.take(pa.array(np.maximum(who, 0)))
-            if feed_name != "social_assistance":
-                columns["contact_phone"] = self._phones.take(pa.array(hh))
+            # the head's name on the roster, the household's phone on the registry
+            if feed_name == "households":
+                head = pa.array(np.maximum(batch["head_person_id"], 0))
+                columns["name"] = self._names.take(head)
+            else:
+                columns["contact_phone"] = self._phones.take(pa.array(batch["household_id"]))
         table = pa.table(columns)
         rel = f"{feed_name}/{feed_name}_{timeutil.month_text(month)}.{style.extension}"
 
@@ -185,7 +219,14 @@ class Writer:
             position[order] = np.arange(len(order))
             first_bad = n_clean + n_dup
             for k, (column, reason) in enumerate(bad):
-                self.bad_rows.append(
+                listed = (
+                    self.warning_rows
+                    if reason in WARNING_REASONS
+                    else self.pending_rows
+                    if reason in PENDING_REASONS
+                    else self.bad_rows
+                )
+                listed.append(
                     BadRow(feed_name, rel, int(position[first_bad + k]) + 1, column, reason)
                 )
         self.rows_written[feed_name] = self.rows_written.get(feed_name, 0) + n_clean
@@ -210,10 +251,7 @@ class Writer:
             pq.write_table(table, path, compression="zstd")
             return
         if style.chinese:
-            aliases = {c.name: c.alias for c in spec.columns} | {
-                "name": "姓名",
-                "contact_phone": "联系电话",
-            }
+            aliases = EXTRA_ALIASES | {c.name: c.alias for c in spec.contract_columns}
             table = table.rename_columns([aliases[c] for c in table.column_names])
         buffer = io.BytesIO()
         quoting = "needed" if style.fmt != "csv_bom" else "none"
@@ -227,6 +265,14 @@ class Writer:
             data = gzip.compress(data, compresslevel=1, mtime=0)
         path.write_bytes(data)
 
+    def _vault_column(self, feed_name: str, column: str, batch: Batch) -> pa.Array:
+        """A name or phone column: looked up by the row's person or household."""
+        if (feed_name, column) == ("persons", "name"):
+            return self._names.take(pa.array(batch["person_id"]))
+        if (feed_name, column) == ("households", "contact_phone"):
+            return self._phones.take(pa.array(batch["household_id"]))
+        raise AssertionError(f"no values for the vault column {feed_name}.{column}")
+
     def _column(
         self, feed_name: str, col: Column, values: np.ndarray, style: FileStyle, typed: bool
     ) -> pa.Array:
@@ -239,8 +285,7 @@ class Writer:
         if col.name == "household_id":
             return self._household_ids.take(pa.array(values))
         if kind == Kind.STR:
-            vocab = pa.array(list(VOCAB[(feed_name, col.name)]))
-            return vocab.take(pa.array(values, mask=values < 0))
+            return self._texts[(feed_name, col.name)].take(pa.array(values, mask=values < 0))
         if kind == Kind.ENUM:
             assert col.enum is not None
             terms = [(zh if style.chinese and zh else code) for code, zh in col.enum.items()]
@@ -317,6 +362,15 @@ class Writer:
             if value in (None, ""):
                 return None
             row[column] = f"-{float(str(value)) + round(float(rng.uniform(1, 500)), 2):.2f}"
+        elif reason == "control_character":
+            text = "" if value is None else str(value)
+            if not text:
+                return None
+            at = int(rng.integers(1, len(text) + 1))
+            char = CONTROL_CHARS[int(rng.integers(0, len(CONTROL_CHARS)))]
+            row[column] = text[:at] + char + text[at:]
+        elif reason == "bad_division_code":
+            row[column] = str(value)[:7]  # 7 digits: neither county, township nor village
         elif reason == "unknown_enum":
             row[column] = "unknown" if not style.chinese else "未知类别"
         elif reason == "bad_date":
@@ -354,7 +408,11 @@ class Writer:
 def _defects(spec: contract.Feed) -> list[tuple[str, str]]:
     """(column, rule) pairs this feed can carry."""
     out: list[tuple[str, str]] = []
-    for col in spec.columns:
+    for col in spec.contract_columns:
+        if (spec.name, col.name) in CONTROL_CHAR_COLUMNS:
+            out.append((col.name, "control_character"))
+        if col.pattern == contract.DIVISION_CODE_PATTERN:
+            out.append((col.name, "bad_division_code"))
         if col.kind == Kind.ID:
             out.append((col.name, "id_check_char"))
         elif col.kind == Kind.MONEY and not col.signed:

@@ -3,7 +3,8 @@ BentoML layer on top; docs/api.md describes the HTTP side).
 
 `RiskLookup(settings)` answers the provincial monitoring platform:
 
-- `score(as_of, household_keys, explain, limit)`: risk, rank, tier, types, departments,
+- `score(as_of, household_keys, explain, limit)` (`as_of` a `doudi.months.Month`, parsed
+  by the caller: `serving/service.py` for HTTP): risk, rank, tier, types, departments,
   rules and reasons. Tiers are ranks within the whole province, so a subset cannot be
   scored alone: the first request for a month scores every in-scope household (exactly
   what `serving.scoring.score_month` does) and caches the scored frame and the encoded
@@ -32,19 +33,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 import features
+from doudi import registry
 from doudi.errors import UserError
 from doudi.model_artifact import ModelArtifact
+from doudi.months import Month
 from doudi.settings import Settings
-from doudi.warehouse import COUNTY_DIR_PREFIX, MONTH_DIR_PREFIX, month_of
-from features.asof import month_end
+from doudi.warehouse import latest_delivered_month
 from ingest.pseudonyms import DIGEST_HEX, PREFIX
 from serving import scoring
 from serving.api_models import (
@@ -75,7 +76,6 @@ __all__ = [
     "ScoreResponse",
     "check_keys",
     "key_problem",
-    "parse_as_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,6 @@ _HOUSEHOLD_KEY = re.compile(rf"^{re.escape(HOUSEHOLD_PREFIX)}[0-9a-f]{{{DIGEST_H
 _PERSON_KEY = re.compile(rf"^{re.escape(PREFIX['person'])}[0-9a-f]{{{DIGEST_HEX}}}$")
 _ID_NUMBER = re.compile(r"^(\d{17}[\dXx]|\d{15})$")  # 居民身份证号码: GB 11643, old 15-digit
 _RAW_NUMBER = re.compile(r"^[0-9A-Za-z-]*\d{6}[0-9A-Za-z-]*$")  # 户编号-like: a long digit run
-_AS_OF = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
 _TOWNSHIP = re.compile(r"^\d{9}$")
 PSEUDONYMS_ONLY = (
     "the API takes household pseudonyms only (h_ followed by "
@@ -101,26 +100,6 @@ def _shown(value: object) -> str:
     if len(text) > 12 or sum(c.isdigit() for c in text) > 8:
         return f"a {len(text)}-character value"
     return repr(text)
-
-
-def parse_as_of(value: str | date) -> date:
-    """The month end of 'YYYY-MM' or 'YYYY-MM-DD' (a date): BadRequestError otherwise."""
-    if isinstance(value, date):
-        return month_end(value)
-    text = value.strip() if isinstance(value, str) else ""
-    match = _AS_OF.match(text)
-    if match is None:
-        raise BadRequestError(
-            f"as_of must be a month YYYY-MM or a date YYYY-MM-DD, not {_shown(value)}"
-        )
-    try:
-        if match.group(3):
-            return month_end(date.fromisoformat(text))
-        if not 1 <= int(match.group(2)) <= 12:
-            raise ValueError
-    except ValueError:
-        raise BadRequestError(f"as_of {_shown(value)} is not a valid month or date") from None
-    return month_end(text)
 
 
 def key_problem(key: str) -> str | None:
@@ -175,16 +154,6 @@ def _check_limit(limit: int, max_households: int) -> int:
     return limit
 
 
-def latest_delivered_month(warehouse: Path) -> str | None:
-    """The newest `reported_month` partition of any feed ('YYYY-MM'), None when empty."""
-    months = [
-        month_of(p)
-        for p in warehouse.glob(f"*/{COUNTY_DIR_PREFIX}*/{MONTH_DIR_PREFIX}*")
-        if p.is_dir()
-    ]
-    return max(months) if months else None
-
-
 # -- the lookup ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Model:
@@ -199,7 +168,7 @@ class _Model:
 class _Month:
     """One month scored with one model: read-only once built (shared between threads)."""
 
-    as_of: date
+    as_of: Month
     model: _Model
     scored: pd.DataFrame
     X: np.ndarray  # encoded features, rows as in `scored`
@@ -227,26 +196,22 @@ class RiskLookup:
 
     # -- the model -------------------------------------------------------------------
     def _load(self) -> _Model:
-        uri = self.settings.api_model_uri
+        uri = registry.served_uri(self.settings)
         artifact, version = scoring.load_model(uri, self.settings)
         explainer = Explainer(artifact, max_reasons=self.settings.max_reasons)
         log.info("serving %s (%s, as of %s)", version, uri, artifact.meta.get("as_of"))
         return _Model(uri, artifact, version, explainer, datetime.now(UTC))
 
     def _registry_version(self) -> str | None:
-        """The version `api_model_uri` points at now; None when it cannot move (a folder,
-        a fixed version number)."""
-        uri = self.settings.api_model_uri
-        if not uri.startswith("models:/"):
-            return None
-        name, _, alias = uri.removeprefix("models:/").partition("@")
-        if not alias:
+        """The version the served URI points at now; None when it cannot move (a folder,
+        a fixed version number). Another workspace's version raises (kept serving)."""
+        ref = registry.parse_uri(registry.served_uri(self.settings))
+        if ref is None or not ref.alias:
             return None
         if self._client is None:
-            from mlflow import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri())
-        return f"{name}/{self._client.get_model_version_by_alias(name, alias).version}"
+            self._client = registry.client(self.settings.tracking_uri())
+        mv = registry.resolve(self._client, ref, registry.workspace(self.settings))
+        return f"{mv.name}/{mv.version}"
 
     def _current(self) -> _Model:
         """The served model, re-resolved when `api_model_refresh_seconds` have passed."""
@@ -270,7 +235,7 @@ class RiskLookup:
             except Exception as err:  # the registry is down: keep serving what we have
                 log.warning(
                     "could not re-resolve %s (%s); still serving %s",
-                    self.settings.api_model_uri,
+                    self._model.uri,
                     err,
                     self._model.version,
                 )
@@ -278,7 +243,7 @@ class RiskLookup:
         return self._model
 
     # -- the month cache ---------------------------------------------------------------
-    def _month_for(self, as_of: date) -> _Month:
+    def _month_for(self, as_of: Month) -> _Month:
         model = self._current()
         with self._lock:
             month = self._month
@@ -287,34 +252,38 @@ class RiskLookup:
                 self._month = month
             return month
 
-    def _score_month(self, as_of: date, model: _Model) -> _Month:
+    def _score_month(self, as_of: Month, model: _Model) -> _Month:
         started = time.perf_counter()
         settings = self.settings
         latest = latest_delivered_month(settings.warehouse_dir)
+        if as_of > Month.today():
+            raise BadRequestError(
+                f"as_of {as_of} is in the future (this month is {Month.today()})"
+            )
         if latest is None:
             raise NotFoundError(
                 f"the warehouse has no data yet (run `doudi ingest`); "
-                f"nothing to score as of {as_of:%Y-%m}"
+                f"nothing to score as of {as_of}"
             )
-        if f"{as_of:%Y-%m}" > latest:
+        if as_of > latest:
             raise NotFoundError(
-                f"no data delivered for {as_of:%Y-%m} yet: the warehouse's "
-                f"latest delivery is {latest}"
+                f"as_of {as_of}: no data delivered for that month yet; the latest "
+                f"delivered month is {latest}"
             )
         try:
             table = features.scoring_table(settings.warehouse_dir, as_of, settings)
         except UserError as err:  # e.g. no households table: nothing to score from
-            raise NotFoundError(f"no scoring table for {as_of:%Y-%m}: {err}") from err
+            raise NotFoundError(f"no scoring table for {as_of}: {err}") from err
         if len(table) == 0:
             raise NotFoundError(
-                f"no in-scope households as of {as_of:%Y-%m} (before the "
+                f"no in-scope households as of {as_of} (before the "
                 "warehouse's first delivery, or nobody in scope)"
             )
         scored = scoring.score(
             table,
             model.artifact,
             settings,
-            month_end(as_of),
+            as_of.end,
             model_version=model.version,
             explainer=model.explainer,
         )
@@ -345,25 +314,24 @@ class RiskLookup:
             seconds,
         )
 
-    def scored_frame(self, as_of: str | date) -> pd.DataFrame:
+    def scored_frame(self, as_of: Month) -> pd.DataFrame:
         """The cached full scoring of a month (as `serving.scoring.score` returns it)."""
-        return self._month_for(parse_as_of(as_of)).scored
+        return self._month_for(as_of).scored
 
     # -- answers -------------------------------------------------------------------------
     def score(
         self,
-        as_of: str | date,
+        as_of: Month,
         household_keys: Sequence[str] | None = None,
         explain: bool = True,
         limit: int = 1000,
     ) -> ScoreResponse:
         """The month's alerted households by rank (no keys; at most `limit`), or the
         requested households (reasons computed on demand for those not alerted)."""
-        day = parse_as_of(as_of)
         max_households = self.settings.api_max_households
         keys = None if household_keys is None else check_keys(household_keys, max_households)
         limit = _check_limit(limit, max_households)
-        month = self._month_for(day)
+        month = self._month_for(as_of)
         missing: list[str] = []
         if keys is None:
             rows = month.alert_rows[:limit]
@@ -377,7 +345,7 @@ class RiskLookup:
                     rows.append(i)
         reasons = self._reasons(month, rows) if explain else {}
         return ScoreResponse(
-            as_of=day.isoformat(),
+            as_of=as_of.end.isoformat(),
             model_version=month.model.version,
             in_scope=len(month.scored),
             alerted=len(month.alert_rows),
@@ -385,7 +353,7 @@ class RiskLookup:
             missing=missing,
         )
 
-    def explain(self, as_of: str | date, household_key: str) -> HouseholdRisk:
+    def explain(self, as_of: Month, household_key: str) -> HouseholdRisk:
         """One household with its reasons (up to settings.max_reasons), alerted or not."""
         if not isinstance(household_key, str):
             raise BadRequestError("household_key must be one pseudonym (a string)")
@@ -421,7 +389,7 @@ class RiskLookup:
         c = month.columns
         return HouseholdRisk(
             household_key=str(c["household_key"][i]),
-            as_of=month.as_of.isoformat(),
+            as_of=month.as_of.end.isoformat(),
             county_code=str(c["county_code"][i]),
             village_code=str(c["village_code"][i]),
             risk=float(c["risk"][i]),
@@ -451,7 +419,7 @@ class RiskLookup:
         model = self._current()
         meta = model.artifact.meta
         month = self._month
-        cached = month.as_of.isoformat() if month is not None and month.model is model else None
+        cached = month.as_of.end.isoformat() if month is not None and month.model is model else None
         return ModelInfo(
             model_uri=model.uri,
             model_version=model.version,

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
-from features.asof import month_end, read_feed_as_of
+from doudi.months import Month
+from features.asof import read_feed_as_of
 
 
-def current_assistance(warehouse: Path, as_of: str | date) -> dict[str, list[str]]:
+def current_assistance(warehouse: Path, as_of: Month) -> dict[str, list[str]]:
     """household_key -> programme codes of the assistance spells covering month end `as_of`.
 
     A spell covers T when `start_date <= T` and `end_date` is empty or `>= T`, on the
     latest version of each spell reported by T (a closing row ends it). One-off
     `temporary` payments count in the month they were paid.
     """
-    t = month_end(as_of)
+    t = as_of.end
     spells = read_feed_as_of(
         warehouse, "social_assistance", t,
         columns=["household_key", "program", "start_date", "end_date"],

@@ -23,6 +23,7 @@ import pandas as pd
 from doudi.contract import RISK_TYPES
 from doudi.errors import UserError
 from doudi.idnumber import mask_id
+from doudi.months import Month
 from doudi.settings import Settings
 from ingest.vault import Identity, reidentify
 from serving.store import AlertStore, alerts_for_export
@@ -135,27 +136,65 @@ def write_workbook(sheet: pd.DataFrame, path: Path, title: str) -> None:
     book.save(path)
 
 
+def known_townships(settings: Settings) -> list[str]:
+    """Townships (first 9 digits of a village code) on the warehouse's households roster."""
+    import duckdb
+
+    from features.asof import partition_files
+
+    files = partition_files(settings.warehouse_dir, "households", None, date(9999, 12, 31))
+    if not files:
+        return []
+    paths = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    with duckdb.connect() as con:
+        rows = con.sql(f"SELECT DISTINCT substr(village_code, 1, 9) FROM read_parquet({paths}, "
+                       "hive_partitioning=false, union_by_name=true) ORDER BY 1").fetchall()
+    return [str(r[0]) for r in rows if r[0]]
+
+
+def check_townships(settings: Settings, codes: Sequence[str]) -> None:
+    """A one-line UserError for the first code that is malformed or not on the roster."""
+    known: list[str] | None = None
+    for code in codes:
+        if not (len(code) == 9 and code.isdigit()):
+            raise UserError(f"--township {code!r}: a township code has 9 digits")
+        known = known_townships(settings) if known is None else known
+        if code not in known:
+            shown = ", ".join(known[:5]) + (", ..." if len(known) > 5 else "")
+            raise UserError(
+                f"--township {code}: no such township on the roster"
+                + (f" (known: {shown}; {len(known)} in all)" if known
+                   else " (the warehouse has no households yet: run `doudi ingest`)")
+            )
+
+
 def export_township(store: AlertStore, township_code: str, settings: Settings,
-                    out_dir: Path) -> TownshipExport:
-    """Write one township's new alerts (xlsx + GBK CSV), dispatch them, audit the export."""
+                    out_dir: Path, as_of: Month | None = None) -> TownshipExport:
+    """Write one township's new alerts (xlsx + GBK CSV), dispatch them, audit the export.
+
+    `as_of` names the files' month (default: the newest alert's month). A code that is
+    not a township on the roster is a UserError before anything is written.
+    """
     if not (len(township_code) == 9 and township_code.isdigit()):
         raise UserError(f"a township code has 9 digits, not {township_code!r}")
     alerts = alerts_for_export(store, township_code)
+    if alerts.empty:  # with alerts it is a township; without, it must be on the roster
+        check_townships(settings, [township_code])
     # The query filters by township already; a sheet must never carry a neighbour's household.
     foreign = alerts["village_code"].astype(str).str[:9] != township_code
     if foreign.any():
         raise RuntimeError(f"{int(foreign.sum())} alert(s) outside township {township_code}")
     keys = alerts["household_key"].astype(str).tolist()
-    as_of = max(alerts["as_of"]) if len(alerts) else date.today()
-    heads = head_person_keys(settings, township_code, as_of, keys) if keys else {}
-    purpose = f"caseworker export township {township_code} as of {as_of}"
+    month = as_of or (Month.of(max(alerts["as_of"])) if len(alerts) else Month.today())
+    heads = head_person_keys(settings, township_code, month.end, keys) if keys else {}
+    purpose = f"caseworker export township {township_code} as of {month}"
     found = _identities([*keys, *heads.values()], settings, purpose) if keys else {}
     _require_all(keys, found, "household number")
     sheet = township_sheet(alerts, found, heads, found)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = store.now().strftime("%Y%m%dT%H%M%S")
-    stem = f"alerts_{township_code}_{pd.Timestamp(as_of):%Y-%m}_{stamp}"
+    stem = f"alerts_{township_code}_{month}_{stamp}"
     workbook, csv = out_dir / f"{stem}.xlsx", out_dir / f"{stem}.csv"
     write_workbook(sheet, workbook, f"{township_code} 预警")
     _private_file(csv)

@@ -5,7 +5,10 @@ household. The fast path encodes the frame once to a float matrix and predicts i
 one LightGBM call with `settings.workers` threads; contributions are computed for
 alerted households only.
 
-Tiers (settings.tiers, shares of the in-scope households, ranks by risk):
+Tiers (settings.tiers, shares of the in-scope households, ranks by the model's raw
+margin; equal margins only are ordered by household key). The calibrated risk is what is
+shown and what the risk thresholds compare with; it increases with the margin, so the
+two agree (a legacy step calibrator may tie risks, never reorder them):
 red = top `red_top_pct` or risk >= `red_min_risk`; orange = top `orange_top_pct`;
 yellow = top `yellow_top_pct`. Nothing beyond `capacity_pct` (caseworker capacity)
 and nothing below `min_alert_risk` is a model alert. A household that only the
@@ -27,6 +30,7 @@ import pandas as pd
 
 from doudi.contract import RISK_TYPES
 from doudi.model_artifact import ModelArtifact
+from doudi.months import Month
 from doudi.settings import Settings
 from features.registry import KEY_COLUMNS
 from features.rules import evaluate_rules
@@ -63,12 +67,19 @@ SCORE_COLUMNS = [
 
 
 def assign_tiers(risk: np.ndarray, settings: Settings,
-                 keys: Sequence[str] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(rank 1 = highest risk, tier) per household; ties broken by key for repeatability."""
+                 keys: Sequence[str] | np.ndarray | None = None, *,
+                 margin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(rank 1 = highest margin, tier) per household.
+
+    Ranks follow `margin` (the model's raw score; `risk` when no margin is given) and only
+    exactly equal margins are ordered by key, for repeatability: households a calibrator
+    tied at one risk are still told apart by the model. Thresholds use the calibrated risk.
+    """
     risk = np.asarray(risk, dtype=np.float64)
     n = len(risk)
+    by = risk if margin is None else np.asarray(margin, dtype=np.float64)
     tie = np.asarray(keys) if keys is not None else np.arange(n)
-    order = np.lexsort((tie, -risk))
+    order = np.lexsort((tie, -by))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(1, n + 1)
     tiers = settings.tiers
@@ -87,19 +98,19 @@ def assign_tiers(risk: np.ndarray, settings: Settings,
     return rank, tier
 
 
-def rule_only_capped(rule_score: np.ndarray, risk: np.ndarray, model_alert: np.ndarray,
+def rule_only_capped(rule_score: np.ndarray, margin: np.ndarray, model_alert: np.ndarray,
                      keys: np.ndarray, settings: Settings) -> np.ndarray:
     """Rule-fired households the model did not alert, capped at `rule_capacity_pct`.
 
     Department triggers are checks caseworkers must make, but unbounded they would
     swamp the visit capacity the model's tiers respect; the strongest rules (then the
-    highest risk) go first.
+    highest model margin, then the key) go first.
     """
     candidates = np.flatnonzero((rule_score > 0) & ~model_alert)
-    limit = math.ceil(len(risk) * settings.rule_capacity_pct / 100.0 - 1e-9)
-    keep = np.zeros(len(risk), dtype=bool)
+    limit = math.ceil(len(margin) * settings.rule_capacity_pct / 100.0 - 1e-9)
+    keep = np.zeros(len(margin), dtype=bool)
     if len(candidates) and limit > 0:
-        order = np.lexsort((keys[candidates], -risk[candidates], -rule_score[candidates]))
+        order = np.lexsort((keys[candidates], -margin[candidates], -rule_score[candidates]))
         keep[candidates[order[:limit]]] = True
     return keep
 
@@ -145,7 +156,7 @@ def score(
     features_frame: pd.DataFrame,
     artifact: ModelArtifact,
     settings: Settings,
-    as_of: date | str,
+    as_of: date,
     *,
     model_version: str | None = None,
     explainer: Explainer | None = None,
@@ -157,7 +168,7 @@ def score(
     `explain_all` (TreeSHAP for all rows: the "explain everyone on request" path).
     """
     explainer = explainer or Explainer(artifact, max_reasons=settings.max_reasons)
-    as_of_day = pd.Timestamp(as_of).date()
+    as_of_day = as_of  # the month end the frame is as of
     version = model_version or model_version_of(artifact)
     frame = features_frame.reset_index(drop=True)
     n = len(frame)
@@ -173,11 +184,11 @@ def score(
     margin = np.asarray(artifact.booster.predict(X, raw_score=True, num_threads=threads))
     risk = artifact.calibrator.apply(margin)
     keys = frame["household_key"].astype(str).to_numpy()
-    rank, tier = assign_tiers(risk, settings, keys)
+    rank, tier = assign_tiers(risk, settings, keys, margin=margin)
     rules = evaluate_rules(frame, settings)
     rule_score = rules["rule_score"].to_numpy()
     model_alert = tier != TIER_NONE
-    fired = rule_only_capped(rule_score, risk, model_alert, keys, settings) | (
+    fired = rule_only_capped(rule_score, margin, model_alert, keys, settings) | (
         model_alert & (rule_score > 0)
     )
     alerted = model_alert | fired
@@ -260,77 +271,162 @@ def to_new_alerts(scored: pd.DataFrame) -> list[NewAlert]:
 
 
 # -- the monthly run (`doudi score`) ---------------------------------------------------------
-CHAMPION_URI = "models:/doudi-risk@champion"
-
 
 @dataclass(frozen=True)
 class ScoreRun:
-    """What `score_month` did: the scored frame, the store's report, the export rows."""
+    """What `score_month` did: the scored frame, the store's report, the export rows, and
+    a warning line when a model other than the champion was used (`allow_non_champion`)."""
 
     scored: pd.DataFrame
     added: AddReport
     model_version: str
     exported_rows: int | None
+    warning: str | None = None
+
+
+NON_CHAMPION_FLAG = "--allow-non-champion"
+NON_CHAMPION_LOG = "non-champion-scoring.jsonl"  # under <home>/reports/, one line per use
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model `--model` names, and whether it is this workspace's current champion."""
+
+    uri: str
+    label: str | None  # `<name>/<version>` for a registry model; None for a folder
+    champion: str | None  # the champion's `<name>/<version>`; None when there is none
+
+    @property
+    def is_champion(self) -> bool:
+        return self.label is not None and self.label == self.champion
+
+
+def choose_model(uri: str | None, settings: Settings) -> ModelChoice:
+    """The model to score with: `uri`, else this workspace's champion (checked before any
+    model is loaded).
+
+    Without `uri` and without a champion while versions exist (the gate refused them all),
+    a one-line UserError says so. A registry `uri` is resolved and bound-checked
+    (`doudi.registry`); a folder's binding is checked from its meta.json. A folder is never
+    the champion (the registry alone says what the champion is), so for a folder the
+    tracking store is not opened at all.
+    """
+    from doudi import registry
+    from doudi.errors import UserError
+
+    ref = None if uri is None else registry.parse_uri(uri)
+    if uri is not None and ref is None:
+        if not Path(uri).is_dir():
+            raise UserError(f"--model {uri}: no such model folder")
+        registry.check_folder(Path(uri), registry.workspace(settings))
+        return ModelChoice(uri, None, None)
+    ws = registry.workspace(settings)
+    client = registry.client(settings.tracking_uri())
+    champ = registry.champion(client, ws)
+    champion = None if champ is None else f"{champ.name}/{champ.version}"
+    if uri is None:
+        known = registry.known_versions(client, ws.model_name) if champ is None else []
+        if known:
+            raise UserError(
+                f"{ws.model_name} has no champion: the gate refused all {len(known)} "
+                "version(s) (see `doudi models list` and each version's gate reasons); "
+                "retrain, `doudi promote N --force`, or score with --model URI "
+                f"{NON_CHAMPION_FLAG} (logged)")
+        return ModelChoice(ws.champion_uri, champion, champion)
+    assert ref is not None
+    mv = registry.resolve(client, ref, ws)
+    return ModelChoice(uri, f"{mv.name}/{mv.version}", champion)
+
+
+def _refuse_non_champion(choice: ModelChoice) -> None:
+    from doudi.errors import UserError
+
+    if choice.label is None:
+        what = "a model folder, not this workspace's champion (only the registry's is)"
+    else:
+        current = choice.champion or "none: the gate has promoted no version"
+        what = f"{choice.label}, not this workspace's champion ({current})"
+    raise UserError(
+        f"--model {choice.uri} is {what}: its alerts would go to caseworkers; pass "
+        f"{NON_CHAMPION_FLAG} to score with it anyway (logged)")
+
+
+def _log_non_champion(settings: Settings, as_of: Month, choice: ModelChoice, version: str,
+                      added: AddReport) -> str:
+    """The warning line, and one JSON line in <home>/reports/non-champion-scoring.jsonl:
+    who scored which month with which non-champion model (no household data)."""
+    import json
+    import logging
+    import os
+    from datetime import UTC, datetime
+
+    what = "model folder" if choice.label is None else "registry version"
+    champion = "a folder never is" if choice.label is None else choice.champion or "none"
+    line = (f"scored with {what} {version}, not the champion ({champion}); "
+            f"{len(added.created)} alert(s) stored under it, by {settings.operator}; "
+            f"recorded in reports/{NON_CHAMPION_LOG}")
+    logging.getLogger(__name__).warning(line)
+    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
+             "operator": settings.operator, "as_of": str(as_of), "model_version": version,
+             "model_kind": what, "champion": choice.champion,
+             "alerts_created": len(added.created), "alerts_skipped": added.skipped_counts(),
+             "flag": NON_CHAMPION_FLAG}
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.reports_dir / NON_CHAMPION_LOG,
+                 os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    return line
 
 
 def load_model(uri: str, settings: Settings) -> tuple[ModelArtifact, str]:
     """The artifact at `uri` (registry URI or local folder) and its version label.
 
     A registry URI is resolved with `settings.tracking_uri()`; its version label is
-    `<name>/<version>` (e.g. `doudi-risk/3`).
+    `<name>/<version>` (e.g. `doudi-risk-1a2b3c4d/3`). Either must belong to this
+    workspace (`doudi.registry`), else a one-line UserError.
     """
-    import os
+    from doudi import registry
 
-    from doudi.errors import UserError
-    from doudi.model_artifact import load_artifact
-
-    version: str | None = None
-    if uri.startswith("models:/"):
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        import mlflow
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        mlflow.set_tracking_uri(settings.tracking_uri())
-        name, _, ref = uri.removeprefix("models:/").partition("@")
-        client = MlflowClient(tracking_uri=settings.tracking_uri())
-        try:
-            if ref:
-                mv = client.get_model_version_by_alias(name, ref)
-            else:
-                name, _, number = name.partition("/")
-                mv = client.get_model_version(name, number)
-        except MlflowException as err:
-            raise UserError(f"no model at {uri} in {settings.tracking_uri()} "
-                            "(train one with `doudi train`, or pass --model PATH)") from err
-        version = f"{name}/{mv.version}"
-        uri = f"models:/{name}/{mv.version}"
-    elif not Path(uri).is_dir():
-        raise UserError(f"--model {uri}: no such model folder")
-    artifact = load_artifact(uri)
+    artifact, version = registry.load_model(uri, settings)
     return artifact, version or model_version_of(artifact)
 
 
-def score_month(settings: Settings, as_of: str, *, model_uri: str = CHAMPION_URI,
+def score_month(settings: Settings, as_of: Month, *, model_uri: str | None = None,
                 out: Path | None = None, database_url: str | None = None,
-                explain_all: bool = False) -> ScoreRun:
+                explain_all: bool = False, allow_undelivered: bool = False,
+                allow_non_champion: bool = False) -> ScoreRun:
     """Score every in-scope household at `as_of`, store the alerts, optionally export
-    (with reasons for every household when `explain_all`)."""
+    (with reasons for every household when `explain_all`). `model_uri` defaults to this
+    workspace's champion; any other model (a refused challenger, an old version, a folder)
+    is refused in one line unless `allow_non_champion`, and then logged (`ScoreRun.warning`,
+    the alerts' creation actor, reports/non-champion-scoring.jsonl)."""
     from features import scoring_table
-    from features.asof import month_end
+    from features.asof import require_delivered
     from serving.store import open_store
 
-    artifact, version = load_model(model_uri, settings)
+    require_delivered(settings.warehouse_dir, as_of, allow_undelivered=allow_undelivered)
+
+    choice = choose_model(model_uri, settings)
+    non_champion = model_uri is not None and not choice.is_champion
+    if non_champion and not allow_non_champion:
+        _refuse_non_champion(choice)
+    artifact, version = load_model(choice.uri, settings)
     explainer = Explainer(artifact, max_reasons=settings.max_reasons)  # checks the registry
     table = scoring_table(settings.warehouse_dir, as_of, settings)
-    scored = score(table, artifact, settings, month_end(as_of), model_version=version,
+    scored = score(table, artifact, settings, as_of.end, model_version=version,
                    explainer=explainer, explain_all=explain_all)
     with open_store(database_url, settings=settings) as store:
         # The scoring table holds in-scope households only: monitored ones are already out.
-        added = store.add_alerts(to_new_alerts(scored), actor="doudi score")
+        # A non-champion's alerts say who chose that model in their creation history.
+        actor = (f"doudi score {NON_CHAMPION_FLAG} ({settings.operator})"[:64]
+                 if non_champion else "doudi score")
+        added = store.add_alerts(to_new_alerts(scored), actor=actor)
         rows = None
         if out is not None:
             from serving.export import write_operator_export
 
             rows = write_operator_export(scored, out, settings, store)
-    return ScoreRun(scored, added, version, rows)
+    warning = (_log_non_champion(settings, as_of, choice, version, added)
+               if non_champion else None)
+    return ScoreRun(scored, added, version, rows, warning)

@@ -6,13 +6,17 @@ Scheme (see docs/training.md):
   it (minus `gap_periods`, the label horizon); the last block is the out-of-time TEST.
   Every booster early-stops on its own latest training periods (an inner later slice) of
   households it does not fit on (a stable 20% of households by id hash).
-  Calibration is fitted on out-of-time margins of the cross-validation folds: each method is
-  fitted on the earlier folds and scored on the latest CV fold (Brier, then ECE); the winner
+  Calibration is fitted on out-of-time margins of the cross-validation folds: each strictly
+  increasing method is fitted on the earlier folds and scored on the latest CV fold (Brier,
+  then ECE); the winner
   is refitted on all CV margins and applied to the EVALUATED model (trained on everything
   before the test block minus the gap). The test block is never used to fit, stop or
   calibrate that model. The PRODUCTION model is then trained on every period with the
   evaluated model's number of rounds, and its calibrator refitted on all out-of-time
   margins (CV folds + test).
+  Ranking metrics are reported twice on the test block: by the raw margin (what serving ranks
+  by) and by the calibrated probability (`margin_*` vs the plain names); the registry gate
+  refuses a calibrator that lowers them.
 """
 
 from __future__ import annotations
@@ -64,7 +68,11 @@ class TrainConfig(BaseModel):
     k_pct: float = Field(default=5.0, gt=0, le=100,
                          description="Top k% flagged for precision/recall.")
     n_bins: int = Field(default=20, ge=2, description="Equal-frequency bins for ECE.")
-    calibration: Literal["auto", "isotonic", "platt", "identity"] = "auto"
+    calibration: Literal["auto", "isotonic_logit", "platt", "identity", "isotonic"] = Field(
+        default="auto",
+        description="auto = the lower out-of-time Brier of isotonic_logit and platt (both "
+                    "strictly increasing); isotonic = the legacy step map, which ties "
+                    "households (the gate refuses it when that lowers ranking metrics).")
     # LightGBM
     imbalance: Literal["none", "scale_pos_weight", "is_unbalance"] = "none"
     # 1 by default: on a shared 2-core box, 2 OpenMP threads ran 8x slower than 1 (measured).
@@ -217,6 +225,7 @@ class FitResult:
     fingerprint: str
     search: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    test_margin: np.ndarray | None = None  # evaluated model's raw margin on the test block
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -527,8 +536,13 @@ def fit_evaluate(
     y_test = y_arr[test_rows]
     comparison_rows = [_score_row("lightgbm", test, y_test, test_prob, config, True)]
     comparison_rows[0]["rounds"] = evaluated.current_iteration()
-    score_rows.append(_score_row("lightgbm_raw", test, y_test, _sigmoid(test_margin), config,
-                                 True))
+    raw_row = _score_row("lightgbm_raw", test, y_test, _sigmoid(test_margin), config, True)
+    score_rows.append(raw_row)
+    # Before calibration: ranking by the margin (serving's order), Brier/ECE of the raw sigmoid.
+    # After: the plain names. The gate refuses a calibrator whose ranking metrics fall.
+    margin_ranking = metrics.ranking_summary(y_test, test_margin, config.k_pct)
+    comparison_rows[0].update({f"margin_{k}": v for k, v in margin_ranking.items()})
+    comparison_rows[0].update({f"raw_{k}": raw_row[k] for k in ("brier", "ece")})
     if config.logistic_baseline:
         lr = _LogisticBaseline(specs, config).fit(Xm, y_arr, _before_gap(period_idx, test))
         comparison_rows.append(_score_row("logistic", test, y_test, lr.predict(Xm, test_rows),
@@ -551,7 +565,7 @@ def fit_evaluate(
         hh = pd.Series(household).to_numpy()[test_rows]
         t_test = pd.Series(time).to_numpy()[test_rows]
         ident = metrics.identification_from_labels(hh, t_test, y_test)
-        flagged = metrics.top_k_mask_by_period(test_prob, t_test, config.k_pct)
+        flagged = metrics.top_k_mask_by_period(test_margin, t_test, config.k_pct)
         lead = metrics.lead_time_summary(metrics.lead_times(hh, t_test, flagged, ident))
 
     # -- production model: every period, same number of rounds -----------------------
@@ -616,4 +630,5 @@ def fit_evaluate(
         fingerprint=fingerprint,
         search=search_table,
         timings=timings,
+        test_margin=test_margin,
     )

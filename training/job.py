@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
 
 import numpy as np
 import pandas as pd
 
 import features
+from doudi import registry
 from doudi.errors import UserError
+from doudi.months import Month
 from doudi.settings import Settings
+from features.asof import require_delivered
 from features.rules import baseline_rule_scores
+from features.tables import first_roster_month
 from training.core import TrainConfig, data_fingerprint, fit_evaluate
-from training.tracking import GateConfig, TrackOutcome, client_for, find_existing_version, track_run
+from training.minimum import months_needed
+from training.tracking import GateConfig, TrackOutcome, find_existing_version, track_run
 
 log = logging.getLogger(__name__)
 
@@ -51,38 +55,68 @@ def apply_verdicts(table: pd.DataFrame, verdicts: pd.DataFrame | None) -> pd.Dat
     return out
 
 
+def check_history(settings: Settings, as_of: Month, config: TrainConfig) -> int:
+    """The training periods `config` needs; a one-line UserError when the warehouse's
+    months (first roster month to `as_of`) cannot hold them (`training.minimum`)."""
+    needed = months_needed(
+        settings.horizon_months, settings.label_allowance_months, n_folds=config.n_folds,
+        fold_periods=config.fold_periods, gap_periods=config.gap_periods,
+        early_stopping_periods=config.early_stopping_periods)
+    first = first_roster_month(settings.warehouse_dir)
+    have = as_of - first + 1
+    if have < 1:
+        raise UserError(f"training as of {as_of}: the warehouse's roster starts later, in {first}")
+    if have < needed:
+        raise UserError(
+            f"training as of {as_of} needs at least {needed} months of data from the first "
+            f"roster month; {first} to {as_of} is {have} (horizon {settings.horizon_months} + "
+            f"label allowance {settings.label_allowance_months} + "
+            f"{needed - settings.horizon_months - settings.label_allowance_months} months of "
+            "cross-validation folds)"
+        )
+    return needed - settings.horizon_months - settings.label_allowance_months
+
+
 def train_monthly(
     settings: Settings,
-    as_of: date | str,
+    as_of: Month,
     *,
     verdicts: pd.DataFrame | None = None,
     config: TrainConfig | None = None,
     gate_config: GateConfig | None = None,
+    allow_undelivered: bool = False,
 ) -> TrackOutcome:
-    """Train, evaluate and register the model as of month `as_of` (idempotent per data)."""
-    as_of_text = str(pd.Timestamp(as_of).date())
-    table = features.training_table(settings.warehouse_dir, as_of_text, settings)
-    if table.empty:
-        raise UserError(
-            f"no label-final training rows as of {as_of_text}: as-of months need "
-            f"{settings.horizon_months} + {settings.label_allowance_months} months of "
-            "history after them"
-        )
-    table = apply_verdicts(table, verdicts)
-    X = table[list(features.feature_names())]
-    y = table["label"].astype("int8")
-    time = table["as_of"]
+    """Train, evaluate and register the model as of month `as_of` (idempotent per data).
+
+    The version is registered under this workspace's model name and bound to its
+    workspace (`doudi.registry`); the gate compares it with this workspace's champion only.
+    """
+    workspace = registry.workspace(settings)  # before the features: a one-line refusal
+    require_delivered(settings.warehouse_dir, as_of, allow_undelivered=allow_undelivered)
+    as_of_text = str(as_of)  # the registry's `as_of` tag: YYYY-MM
     # The gap keeps a fold's training labels closed before its validation period starts.
     # num_threads stays at TrainConfig's 1: OpenMP threads on busy cores run many times slower.
     config = config or TrainConfig(
         gap_periods=settings.horizon_months,
         feature_registry_version=str(features.REGISTRY_VERSION),
     )
-    client = client_for(settings.tracking_uri())
+    needed = check_history(settings, as_of, config)
+    table = features.training_table(settings.warehouse_dir, as_of, settings)
+    periods = table["as_of"].nunique() if len(table) else 0
+    if periods < needed:
+        raise UserError(
+            f"training as of {as_of} needs {needed} as-of months with in-scope households "
+            f"and final labels; the warehouse has {periods}"
+        )
+    table = apply_verdicts(table, verdicts)
+    X = table[list(features.feature_names())]
+    y = table["label"].astype("int8")
+    time = table["as_of"]
+    client = registry.client(settings.tracking_uri())
     fingerprint = data_fingerprint(X, y, time, config)
-    existing = find_existing_version(client, as_of_text, fingerprint)
+    existing = find_existing_version(client, as_of_text, fingerprint, workspace)
     if existing is not None:
-        mv = client.get_model_version("doudi-risk", existing)
+        mv = client.get_model_version(workspace.model_name, existing)
         log.info("as_of %s already registered as version %s", as_of_text, existing)
         return TrackOutcome(mv.run_id, existing, list(mv.aliases), True, None)
     group_cols = ["county_code", *features.group_column_names()]
@@ -99,7 +133,9 @@ def train_monthly(
     return track_run(
         result, X, y, time,
         as_of=as_of_text,
+        workspace=workspace,
+        counties=sorted(table["county_code"].astype(str).unique()),
         tracking_uri=settings.tracking_uri(),
         artifact_location=settings.artifact_root(),
-        gate_config=gate_config,
+        gate_config=gate_config or GateConfig.from_settings(settings),
     )

@@ -225,18 +225,26 @@ def identification_from_labels(
     return frame[frame["y"] == 1].groupby("household")["t"].max() + 1
 
 
+RANKING_METRICS = ("roc_auc", "pr_auc", "precision_at_k", "recall_at_k")
+
+
+def ranking_summary(y: ArrayLike, score: ArrayLike, k_pct: float) -> dict[str, float]:
+    """The ranking metrics of any score (e.g. the raw margin): RANKING_METRICS."""
+    y_arr, s_arr = _arrays(y, score)
+    return {
+        "roc_auc": roc_auc(y_arr, s_arr),
+        "pr_auc": pr_auc(y_arr, s_arr),
+        "precision_at_k": precision_at_k(y_arr, s_arr, k_pct) if len(y_arr) else math.nan,
+        "recall_at_k": recall_at_k(y_arr, s_arr, k_pct) if len(y_arr) else math.nan,
+    }
+
+
 def binary_summary(y: ArrayLike, p: ArrayLike, k_pct: float, n_bins: int = 20,
                    probabilities: bool = True) -> dict[str, float]:
     """The headline metrics; calibration metrics only when `p` are probabilities."""
     y_arr, p_arr = _arrays(y, p)
-    out = {
-        "n": float(len(y_arr)),
-        "positives": float(y_arr.sum()),
-        "roc_auc": roc_auc(y_arr, p_arr),
-        "pr_auc": pr_auc(y_arr, p_arr),
-        "precision_at_k": precision_at_k(y_arr, p_arr, k_pct) if len(y_arr) else math.nan,
-        "recall_at_k": recall_at_k(y_arr, p_arr, k_pct) if len(y_arr) else math.nan,
-    }
+    out = {"n": float(len(y_arr)), "positives": float(y_arr.sum()),
+           **ranking_summary(y_arr, p_arr, k_pct)}
     if probabilities:
         slope, intercept = calibration_slope(y_arr, p_arr)
         out.update({

@@ -1,15 +1,22 @@
 """MLflow: log a training run, register the model, gate champion/challenger, promote, roll back.
 
-Registry conventions for `doudi-risk`:
-  * every new version gets alias `challenger`; the very first becomes `champion` directly;
+Registry conventions (names, aliases, URIs and the workspace binding live in
+`doudi.registry`; each workspace has its own registered model, `doudi-risk-<fingerprint[:8]>`):
+  * every new version carries tags `workspace` (the fingerprint) and `counties`, and its
+    artifact's meta the same: every load refuses another workspace's model;
+  * every new version gets alias `challenger`; no version becomes `champion` (the first
+    neither) unless it clears the floor on its out-of-time test block (`floor_check`: beats
+    the departments' rules and the logistic baseline by configured margins, calibrated)
+    and its calibration keeps its ranking (`calibration_ranking_check`); tag `gate_floor`;
   * a challenger becomes `champion` only if, on the same latest window, none of the gated
     metrics is worse than the champion's by more than its tolerance;
+  * `promote` refuses a version that did not clear the floor unless forced (recorded);
   * the registered model's tag `champion_history` is a JSON list of champion versions
     (oldest first) so `rollback()` can return to the previous one;
   * versions carry tags `as_of` and `data_fingerprint`: a rerun with the same pair returns
     the existing version instead of registering a duplicate.
 The version's source is the run's `model/` artifact directory: the native artifact that
-`doudi.model_artifact.load_artifact("models:/doudi-risk@champion")` loads (no pyfunc).
+`doudi.model_artifact.load_artifact("models:/<name>@champion")` loads (no pyfunc).
 """
 
 from __future__ import annotations
@@ -18,17 +25,21 @@ import contextlib
 import json
 import logging
 import math
-import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from doudi import registry
+from doudi.errors import UserError
 from doudi.model_artifact import ModelArtifact, load_artifact
+from doudi.registry import CHALLENGER, CHAMPION, Workspace
+from doudi.settings import GATE_FLOOR_METRICS, Settings, check_floor_lifts
 from training import metrics
 from training.core import FitResult
 
@@ -37,20 +48,60 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "doudi-risk"
-EXPERIMENT = "doudi-risk"
-CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
+# Version tag: "passed" when the version cleared its own checks (calibration ranking and the
+# floor); `promote` refuses any other value (absent: registered before the floor) unless forced.
+FLOOR_TAG = "gate_floor"
+
+
+def _settings_default(name: str) -> Any:
+    """A `Settings` field's default: the floor's defaults live in one place."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
 class GateConfig(BaseModel):
-    """Challenger vs champion on the same latest window: allowed drop per metric."""
+    """The floor every champion must clear, then challenger vs champion on the same window.
+
+    Floor (first version or not; `floor_check`): on its own out-of-time test block the
+    version beats the best departments' rule and the logistic baseline by the margins per
+    metric, its ECE is within `max_ece_excess` of what chance gives a calibrated model, and
+    the observed/predicted rate in the top capacity band is within `top_band_ratio`.
+    Defaults: `doudi.settings.Settings`' `gate_*` fields (`from_settings`).
+    """
 
     tolerances: dict[str, float] = Field(
         default_factory=lambda: {"roc_auc": 0.01, "pr_auc": 0.02},
         description="metric -> largest tolerated drop (absolute) vs the champion.")
     min_window_rows: int = Field(default=100, ge=1)
     min_window_positives: int = Field(default=5, ge=1)
+    min_lift_over_rules: dict[str, float] = Field(
+        default_factory=lambda: _settings_default("gate_min_lift_over_rules"))
+    min_lift_over_logistic: dict[str, float] = Field(
+        default_factory=lambda: _settings_default("gate_min_lift_over_logistic"))
+    max_ece_excess: float = Field(
+        default_factory=lambda: _settings_default("gate_max_ece_excess"), ge=0, le=1)
+    top_band_ratio: tuple[float, float] = Field(default_factory=lambda: (
+        _settings_default("gate_top_band_ratio_min"),
+        _settings_default("gate_top_band_ratio_max")))
+    min_test_positives: int = Field(
+        default_factory=lambda: _settings_default("gate_min_test_positives"), ge=1)
+    min_z_over_chance: float = Field(
+        default_factory=lambda: _settings_default("gate_min_z_over_chance"), ge=0)
+
+    @field_validator("min_lift_over_rules", "min_lift_over_logistic")
+    @classmethod
+    def _floor_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_floor_lifts(v)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GateConfig:
+        return cls(min_lift_over_rules=settings.gate_min_lift_over_rules,
+                   min_lift_over_logistic=settings.gate_min_lift_over_logistic,
+                   max_ece_excess=settings.gate_max_ece_excess,
+                   top_band_ratio=(settings.gate_top_band_ratio_min,
+                                   settings.gate_top_band_ratio_max),
+                   min_test_positives=settings.gate_min_test_positives,
+                   min_z_over_chance=settings.gate_min_z_over_chance)
 
 
 @dataclass
@@ -62,6 +113,9 @@ class GateDecision:
     window_rows: int = 0
     challenger_metrics: dict[str, float] = field(default_factory=dict)
     champion_metrics: dict[str, float] = field(default_factory=dict)
+    # The version's own checks (calibration ranking + floor), independent of any champion:
+    # `promote` refuses a version that failed them unless forced.
+    floor_passed: bool = False
 
 
 @dataclass
@@ -73,61 +127,222 @@ class TrackOutcome:
     gate: GateDecision | None
 
 
-def client_for(tracking_uri: str | None = None) -> MlflowClient:
-    """An MlflowClient on `tracking_uri` (default: Settings().tracking_uri())."""
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    import mlflow
-    from mlflow import MlflowClient
-
-    if tracking_uri is None:
-        from doudi.settings import get_settings
-
-        tracking_uri = get_settings().tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+def _period_text(value: Any) -> str:
+    """A training period as text (a date for month ends)."""
+    if hasattr(value, "date") and callable(value.date):
+        return str(value.date())
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def find_existing_version(client: MlflowClient, as_of: str, fingerprint: str,
-                          model_name: str = MODEL_NAME) -> str | None:
-    """The version already registered for this as-of and data fingerprint, if any."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = client.search_model_versions(f"name = '{model_name}'")
-    except MlflowException:
-        return None
-    for v in versions:
-        if v.tags.get("as_of") == as_of and v.tags.get("data_fingerprint") == fingerprint:
+                          workspace: Workspace) -> str | None:
+    """This workspace's version already registered for this as-of and data fingerprint."""
+    for v in registry.known_versions(client, workspace.model_name):
+        if v.tags.get("as_of") == as_of and v.tags.get("data_fingerprint") == fingerprint \
+                and v.tags.get(registry.WORKSPACE_KEY) == workspace.fingerprint:
             return str(v.version)
     return None
-
-
-def _champion(client: MlflowClient, model_name: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
 
 
 def _finite(d: dict[str, float]) -> bool:
     return all(isinstance(v, float | int) and math.isfinite(v) for v in d.values())
 
 
+# Calibration may not change the ranking: these test-block metrics after calibration must
+# equal (to float noise) the same metrics ranked by the raw margin, `margin_<name>`.
+# PR-AUC too: on a 3,000-household province the legacy steps RAISED ROC-AUC by luck
+# (0.8185 vs 0.8168) while cutting PR-AUC from 0.220 to 0.189.
+CALIBRATION_RANKING_METRICS = ("roc_auc", "pr_auc", "precision_at_k")
+CALIBRATION_TOLERANCE = 1e-9
+
+
+def calibration_ranking_check(recorded: Mapping[str, float]) -> tuple[bool, list[str]]:
+    """(ok, reason lines): does the calibrated probability rank the test block as the margin?
+
+    A calibrator that ties or reorders households (e.g. the legacy isotonic steps) lowers
+    ROC-AUC, PR-AUC or precision at capacity; such a version must not become champion. Metrics
+    recorded without `margin_*` (older runs) are not checked.
+    """
+    ok, reasons = True, []
+    for name in CALIBRATION_RANKING_METRICS:
+        before = float(recorded.get(f"margin_{name}", math.nan))
+        after = float(recorded.get(name, math.nan))
+        if not (math.isfinite(before) and math.isfinite(after)):
+            continue
+        if after < before - CALIBRATION_TOLERANCE:
+            ok = False
+            reasons.append(f"calibration lowers {name} on the test block: {after:.4f} after "
+                           f"vs {before:.4f} by margin (a calibrator must not tie or reorder "
+                           "households); kept as challenger")
+        else:
+            reasons.append(f"calibration keeps {name} on the test block: {after:.4f} after, "
+                           f"{before:.4f} by margin")
+    return ok, reasons
+
+
+RULES, LOGISTIC = "rules", "logistic"
+_BASELINE_LABEL = {RULES: "departments' rules", LOGISTIC: "logistic baseline"}
+KEPT = "kept as challenger"
+
+
+def floor_baselines(comparison: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The floor's baselines from `FitResult.comparison` (test block): `logistic`, and
+    `rules` = the best departments' rule per metric (beating the best beats them all)."""
+    out: dict[str, dict[str, float]] = {}
+    if "scorer" not in comparison.columns:
+        return out
+    scorer = comparison["scorer"].astype(str)
+    rows = {LOGISTIC: comparison[scorer == LOGISTIC], RULES: comparison[scorer.str.startswith(
+        "rule:")]}
+    for key, frame in rows.items():
+        if len(frame):
+            out[key] = {m: float(pd.to_numeric(frame[m], errors="coerce").max())
+                        for m in GATE_FLOOR_METRICS if m in frame.columns}
+    return out
+
+
+def ece_with_noise(y: np.ndarray, p: np.ndarray, n_bins: int = 20) -> tuple[float, float]:
+    """(ECE, the ECE a perfectly calibrated model would show by chance on the same bins).
+
+    ECE over equal-frequency bins (`metrics.expected_calibration_error`). Were every p_i the
+    true probability, a bin's observed rate would deviate from its mean p by a mean absolute
+    sqrt(2/pi) * sqrt(sum p_i(1 - p_i)) / n_b (normal approximation): on a test block of
+    2,700 rows at 3% positives that alone is ~0.012, as large as a good model's ECE, so a
+    fixed ECE limit would judge sample size, not calibration.
+    """
+    y_arr = np.asarray(y, dtype=np.float64)
+    p_arr = np.asarray(p, dtype=np.float64)
+    ece = metrics.expected_calibration_error(y_arr, p_arr, n_bins)
+    order = np.argsort(p_arr, kind="stable")
+    noise = 0.0
+    for idx in np.array_split(order, min(n_bins, max(len(order), 1))):
+        if len(idx):
+            q = p_arr[idx]
+            noise += len(idx) / len(p_arr) * math.sqrt(2 / math.pi) * math.sqrt(
+                float(np.sum(q * (1 - q)))) / len(idx)
+    return ece, noise
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982) standard error of a ROC-AUC from its value and class sizes."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc)
+           + (negatives - 1) * (q2 - auc * auc)) / (positives * negatives)
+    return math.sqrt(max(var, 0.0))
+
+
+def _ranking_value(recorded: Mapping[str, float], name: str) -> float:
+    """The version's test-block ranking metric as serving ranks: by the raw margin when
+    recorded (`margin_<name>`), else the calibrated probability's."""
+    value = float(recorded.get(f"margin_{name}", math.nan))
+    return value if math.isfinite(value) else float(recorded.get(name, math.nan))
+
+
+def floor_check(prob: np.ndarray, y: np.ndarray, recorded: Mapping[str, float],
+                baselines: Mapping[str, Mapping[str, float]], config: GateConfig,
+                k_pct: float, n_bins: int = 20) -> tuple[bool, list[str]]:
+    """(ok, reason lines): may this version be champion at all, champion or not?
+
+    On its out-of-time test block (`prob` calibrated probabilities, `y` labels, `recorded`
+    its test metrics): enough positives to tell, ROC-AUC `min_z_over_chance` standard
+    errors above 0.5 (on shuffled labels the baselines sit at chance too, so beating them
+    alone proves nothing), each floor metric at least the best
+    departments' rule's and the logistic baseline's plus their margins (a missing baseline
+    fails: nothing shows the model beats it), ECE within `max_ece_excess` of chance, and
+    the observed/predicted rate of the top `k_pct`% (the alerted band) within bounds.
+    Every failed check is one line ending "kept as challenger".
+    """
+    y_arr = np.asarray(y, dtype=np.float64)
+    p_arr = np.asarray(prob, dtype=np.float64)
+    positives = int(y_arr.sum())
+    if positives < config.min_test_positives or positives == len(y_arr):
+        return False, [
+            f"floor: the test block has {positives} positive(s) in {len(y_arr)} rows (fewer "
+            f"than {config.min_test_positives} is too little to show that this version beats "
+            f"the departments' rules and the logistic baseline); {KEPT}"]
+    ok, reasons = True, []
+    auc = _ranking_value(recorded, "roc_auc")
+    if math.isfinite(auc):
+        se = auc_standard_error(auc, positives, len(y_arr) - positives)
+        z = (auc - 0.5) / se if se > 0 else math.inf
+        chance = (f"floor: roc_auc {auc:.4f} is {z:.1f} standard errors above chance (0.5; "
+                  f"need {config.min_z_over_chance:g})")
+        if not z >= config.min_z_over_chance:
+            ok = False
+            chance = f"{chance}: no better than a coin on this test block; {KEPT}"
+        reasons.append(chance)
+    lifts = {RULES: config.min_lift_over_rules, LOGISTIC: config.min_lift_over_logistic}
+    for key, margins in lifts.items():
+        label, base = _BASELINE_LABEL[key], baselines.get(key)
+        if base is None:
+            ok = False
+            reasons.append(f"floor: no {label} on the test block to compare with (train with "
+                           f"{'rule_scores' if key == RULES else 'logistic_baseline'}); {KEPT}")
+            continue
+        for name, margin in margins.items():
+            mine, theirs = _ranking_value(recorded, name), float(base.get(name, math.nan))
+            if not (math.isfinite(mine) and math.isfinite(theirs)):
+                ok = False
+                reasons.append(f"floor: {name} undefined on the test block (model {mine:.4f}, "
+                               f"{label} {theirs:.4f}); {KEPT}")
+            elif mine < theirs + margin:
+                ok = False
+                reasons.append(f"floor: {name} {mine:.4f} does not beat the {label} "
+                               f"{theirs:.4f} by {margin:+g} on the test block; {KEPT}")
+            else:
+                reasons.append(f"floor: {name} {mine:.4f} vs the {label} {theirs:.4f}: lift "
+                               f"{mine - theirs:+.4f} >= {margin:+g}")
+    ece, noise = ece_with_noise(y_arr, p_arr, n_bins)
+    limit = noise + config.max_ece_excess
+    if not ece <= limit:
+        ok = False
+        reasons.append(f"floor: ECE {ece:.4f} on the test block > {limit:.4f} (chance "
+                       f"{noise:.4f} + {config.max_ece_excess:g}): the risks shown are "
+                       f"miscalibrated; {KEPT}")
+    else:
+        reasons.append(f"floor: ECE {ece:.4f} on the test block <= {limit:.4f} (chance "
+                       f"{noise:.4f} + {config.max_ece_excess:g})")
+    top = metrics.top_k_mask(p_arr, k_pct)
+    predicted, observed = float(p_arr[top].mean()), float(y_arr[top].mean())
+    ratio = observed / predicted if predicted > 0 else math.inf
+    low, high = config.top_band_ratio
+    band = (f"top {k_pct:g}% ({int(top.sum())} rows): observed rate {observed:.4f} is "
+            f"{ratio:.2f}x the predicted {predicted:.4f}")
+    if not low <= ratio <= high:
+        ok = False
+        reasons.append(f"floor: {band}, outside [{low:g}, {high:g}]: the alerted band's "
+                       f"risks are miscalibrated; {KEPT}")
+    else:
+        reasons.append(f"floor: {band}, within [{low:g}, {high:g}]")
+    return ok, reasons
+
+
 def gate(challenger_prob: np.ndarray, y_window: np.ndarray, window_time: pd.Series,
          challenger_recorded: dict[str, float], champion: ModelArtifact | None,
          champion_version: str | None, X_window: pd.DataFrame | None,
-         config: GateConfig, k_pct: float) -> GateDecision:
+         config: GateConfig, k_pct: float, *,
+         baselines: Mapping[str, Mapping[str, float]] | None = None,
+         n_bins: int = 20) -> GateDecision:
     """Compare the challenger with the champion on the latest window the champion never saw.
 
     Rows after the champion's `trained_through` period are scored by both models. When that
     window is too small (e.g. same-month retrain), the champion's recorded out-of-time test
     metrics are compared with the challenger's instead; the reasons say which was used.
+    Ranking metrics of the champion come from its raw margin (serving ranks by it).
+    Whatever the comparison, a calibrator that lowers the challenger's test-block ranking
+    metrics refuses promotion (`calibration_ranking_check`), and so does a version below
+    the floor (`floor_check`: `challenger_prob`/`y_window` are its test block there,
+    `baselines` from `floor_baselines`), the first version included.
     """
+    calibration_ok, calibration_reasons = calibration_ranking_check(challenger_recorded)
+    floor_ok, floor_reasons = floor_check(challenger_prob, y_window, challenger_recorded,
+                                          baselines or {}, config, k_pct, n_bins)
+    own_ok = calibration_ok and floor_ok
     if champion is None or X_window is None:
-        return GateDecision(True, ["no champion yet: the first version becomes champion"],
-                            None, "first-version")
+        first = ("no champion yet: the first version becomes champion" if own_ok else
+                 "no champion yet, and this version is refused above: no champion")
+        return GateDecision(own_ok, [*calibration_reasons, *floor_reasons, first], None,
+                            "first-version", floor_passed=own_ok)
     through = float(champion.meta.get("trained_through_ordinal", math.inf))
     unseen = metrics.month_ordinal(window_time) > through
     y_unseen = y_window[unseen]
@@ -135,9 +350,11 @@ def gate(challenger_prob: np.ndarray, y_window: np.ndarray, window_time: pd.Seri
     comparable = set(champion.feature_names) <= set(X_window.columns)
     if comparable and unseen.sum() >= config.min_window_rows \
             and y_unseen.sum() >= config.min_window_positives and y_unseen.sum() < len(y_unseen):
-        champ_prob = champion.predict_proba(X_window.loc[unseen])
+        champ_margin = champion.raw_margin(X_window.loc[unseen])
         chal = metrics.binary_summary(y_unseen, challenger_prob[unseen], k_pct)
-        champ = metrics.binary_summary(y_unseen, champ_prob, k_pct)
+        champ = metrics.binary_summary(y_unseen, champion.calibrator.apply(champ_margin), k_pct)
+        # Serving ranks by the margin: an old step-calibrated champion is judged as it ranks.
+        champ.update(metrics.ranking_summary(y_unseen, champ_margin, k_pct))
         window = "unseen-by-champion"
     else:
         # Too few unseen rows, or the champion needs features this table no longer has.
@@ -146,8 +363,8 @@ def gate(challenger_prob: np.ndarray, y_window: np.ndarray, window_time: pd.Seri
         window = "recorded-test-metrics"
     chal_m = {m: float(chal.get(m, math.nan)) for m in names}
     champ_m = {m: float(champ.get(m, math.nan)) for m in names}
-    reasons = []
-    promote = True
+    reasons = [*calibration_reasons, *floor_reasons]
+    promote = own_ok
     for m in names:
         tol = config.tolerances[m]
         c, h = chal_m[m], champ_m[m]
@@ -162,7 +379,7 @@ def gate(challenger_prob: np.ndarray, y_window: np.ndarray, window_time: pd.Seri
             reasons.append(f"{m}: challenger {c:.4f} vs champion {h:.4f}, within tolerance "
                            f"{tol} ({window})")
     return GateDecision(promote, reasons, champion_version, window, int(unseen.sum()),
-                        chal_m, champ_m)
+                        chal_m, champ_m, floor_passed=own_ok)
 
 
 def _input_example(X_test: pd.DataFrame, artifact: ModelArtifact) -> pd.DataFrame:
@@ -277,9 +494,11 @@ def model_card(result: FitResult, as_of: str, decision: GateDecision | None) -> 
         f"- {len(result.artifact.features)} features; production model "
         f"{result.artifact.meta['rounds']} rounds through "
         f"{result.artifact.meta['trained_through']}",
-        f"- calibration: {result.calibration['method']} (chosen out of time by Brier; "
-        f"candidates {json.dumps(result.calibration['candidates'])})",
+        f"- calibration: {result.calibration['method']} (chosen out of time by Brier among "
+        f"the strictly increasing maps; candidates "
+        f"{json.dumps(result.calibration['candidates'])})",
         "",
+        *_calibration_section(result),
         "## Cross-validation folds (ROC-AUC / PR-AUC)",
         "",
         _markdown_table(result.fold_metrics[["fold", "scorer", "n", "positives", "roc_auc",
@@ -309,6 +528,26 @@ def model_card(result: FitResult, as_of: str, decision: GateDecision | None) -> 
     return "\n".join(parts) + "\n"
 
 
+def _calibration_section(result: FitResult) -> list[str]:
+    """Test block before (raw margin / raw sigmoid) and after calibration, side by side."""
+    m = result.test_metrics
+    if "margin_roc_auc" not in m:
+        return []
+    k = result.config.k_pct
+    rows = [("before: raw margin (serving's ranking), raw sigmoid", "margin_", "raw_"),
+            (f"after: calibrated ({result.calibration['method']})", "", "")]
+    lines = ["## Calibration: before and after (test block)", "",
+             f"| | ROC-AUC | PR-AUC | precision@{k:g}% | recall@{k:g}% | Brier | ECE |",
+             "|---|---|---|---|---|---|---|"]
+    for label, rank, prob in rows:
+        values = [m.get(f"{rank}{n}", math.nan) for n in metrics.RANKING_METRICS]
+        values += [m.get(f"{prob}brier", math.nan), m.get(f"{prob}ece", math.nan)]
+        lines.append(f"| {label} | " + " | ".join(_fmt(float(v)) for v in values) + " |")
+    return [*lines, "", "Ranking, tiers and capacity follow the margin; the calibrated "
+            "probability is what is shown and thresholded. The gate refuses a calibrator "
+            "that lowers ROC-AUC, PR-AUC or precision at capacity.", ""]
+
+
 def _flat_params(result: FitResult, as_of: str) -> dict[str, str]:
     params = {k: (json.dumps(v) if isinstance(v, dict | list) else str(v))
               for k, v in result.config.model_dump().items()}
@@ -325,7 +564,8 @@ def _metrics(result: FitResult) -> dict[str, float]:
     for row in result.comparison.to_dict("records"):
         prefix = "test" if row["scorer"] == "lightgbm" else f"baseline_{row['scorer']}"
         for k in ("roc_auc", "pr_auc", "precision_at_k", "recall_at_k", "brier", "ece",
-                  "calibration_slope", "positives", "n"):
+                  "calibration_slope", "positives", "n", "margin_roc_auc", "margin_pr_auc",
+                  "margin_precision_at_k", "margin_recall_at_k", "raw_brier", "raw_ece"):
             if k in row:
                 out[f"{prefix}_{k}".replace(":", "_")] = row[k]
     for row in result.fold_metrics.to_dict("records"):
@@ -348,24 +588,27 @@ def track_run(
     time: pd.Series,
     *,
     as_of: str,
+    workspace: Workspace,
+    counties: Sequence[str] = (),
     tracking_uri: str | None = None,
     artifact_location: str | None = None,
     gate_config: GateConfig | None = None,
-    experiment: str = EXPERIMENT,
-    model_name: str = MODEL_NAME,
 ) -> TrackOutcome:
-    """Log the run, register a new `model_name` version and apply the champion gate.
+    """Log the run, register a new version of the workspace's model, apply the champion gate.
 
-    `X`, `y`, `time` are the table given to `fit_evaluate` (the test block is taken from it).
-    Idempotent: the same `as_of` and data fingerprint return the existing version.
+    `X`, `y`, `time` are the table given to `fit_evaluate` (the test block is taken from it);
+    `counties` the county codes it covers (recorded with the version, informational).
+    Idempotent: the same `as_of` and data fingerprint return the existing version. The
+    experiment is named like the registered model, so workspaces' runs stay apart too.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
-    client = client_for(tracking_uri)
+    model_name = experiment = workspace.model_name
+    client = registry.client(tracking_uri)
     gate_config = gate_config or GateConfig()
-    existing = find_existing_version(client, as_of, result.fingerprint, model_name)
+    existing = find_existing_version(client, as_of, result.fingerprint, workspace)
     if existing is not None:
         log.info("as_of %s with fingerprint %s is already version %s; not registering again",
                  as_of, result.fingerprint, existing)
@@ -377,12 +620,15 @@ def track_run(
     y_test = pd.Series(y).to_numpy(dtype=np.float64)[mask]
     t_test = pd.Series(pd.Series(time).to_numpy()[mask])
 
-    champ_mv = _champion(client, model_name)
-    champion = (load_artifact(f"models:/{model_name}@{CHAMPION}")
-                if champ_mv is not None else None)
+    champ_mv = registry.champion(client, workspace)  # another workspace's: refused
+    champion = None
+    if champ_mv is not None:
+        champion = load_artifact(f"models:/{model_name}/{champ_mv.version}")
+        registry.check_meta(champion.meta, workspace, f"{model_name}/{champ_mv.version}")
     decision = gate(result.test_probability, y_test, t_test, result.test_metrics, champion,
                     None if champ_mv is None else str(champ_mv.version),
-                    X_test.reset_index(drop=True), gate_config, result.config.k_pct)
+                    X_test.reset_index(drop=True), gate_config, result.config.k_pct,
+                    baselines=floor_baselines(result.comparison), n_bins=result.config.n_bins)
 
     if mlflow.get_experiment_by_name(experiment) is None:
         if artifact_location is None:
@@ -398,6 +644,7 @@ def track_run(
         example = _input_example(X_test, result.artifact)
         signature = infer_signature(example, result.artifact.predict_proba(example))
         result.artifact.meta["as_of"] = as_of  # the registered month, whatever fit was told
+        registry.stamp(result.artifact.meta, workspace, counties)
         result.artifact.extra_json = {
             "signature.json": signature.to_dict(),
             "input_example.json": json.loads(example.to_json(orient="split", index=False)),
@@ -427,6 +674,7 @@ def track_run(
             mlflow.log_params(_flat_params(result, as_of))
             mlflow.log_metrics(_metrics(result))
             mlflow.set_tags({"as_of": as_of, "data_fingerprint": result.fingerprint,
+                             registry.WORKSPACE_KEY: workspace.fingerprint,
                              "gate_decision": "champion" if decision.promote else "challenger",
                              "gate_window": decision.window})
             mlflow.log_artifacts(str(root))
@@ -438,7 +686,11 @@ def track_run(
     tags = {"as_of": as_of, "data_fingerprint": result.fingerprint,
             "gate_decision": "champion" if decision.promote else "challenger",
             "gate_window": decision.window,
+            FLOOR_TAG: "passed" if decision.floor_passed else "failed",
             "gate_reasons": " | ".join(decision.reasons)[:4900],
+            **registry.version_tags(workspace, counties),
+            "trained_from": _period_text(pd.Series(time).min()),
+            "trained_through": str(result.artifact.meta.get("trained_through", "")),
             **{f"test_{k}": f"{v:.6g}" for k, v in result.test_metrics.items()
                if math.isfinite(v)}}
     mv = client.create_model_version(model_name, source=source, run_id=run_id, tags=tags)
@@ -466,24 +718,55 @@ def _set_champion(client: MlflowClient, model_name: str, version: str, reason: s
     client.set_model_version_tag(model_name, version, "champion_reason", reason)
 
 
-def promote(version: str | int, *, tracking_uri: str | None = None,
-            model_name: str = MODEL_NAME) -> None:
-    """Operator override: make `version` the champion (recorded in the history)."""
-    client = client_for(tracking_uri)
-    client.get_model_version(model_name, str(version))  # raises if it does not exist
-    _set_champion(client, model_name, str(version), reason="manual promote")
+FORCED_REASON = "manual promote (forced past gate)"
 
 
-def rollback(*, tracking_uri: str | None = None, model_name: str = MODEL_NAME) -> str:
+def promote(version: str | int, *, workspace: Workspace, tracking_uri: str | None = None,
+            force: bool = False, actor: str | None = None) -> str:
+    """Operator override: make `version` (a number or `models:/NAME/N`) the champion,
+    recorded in the history; returns the version number. Unknown versions, non-numbers
+    and other workspaces' versions are refused (UserError); so is a version that failed
+    the gate's floor or calibration check (or has no record of them), unless `force`:
+    then its `champion_reason` tag says "manual promote (forced past gate)" and
+    `champion_forced_by` names `actor` (the operator)."""
+    client = registry.client(tracking_uri)
+    mv = registry.version(client, workspace, version)
+    number = str(mv.version)
+    tags = mv.tags or {}
+    passed = tags.get(FLOOR_TAG) == "passed"
+    if not passed and not force:
+        failed = [r for r in str(tags.get("gate_reasons", "")).split(" | ")
+                  if r.endswith(KEPT) and (r.startswith("floor:") or r.startswith("calibration"))]
+        why = (failed[0].removesuffix(f"; {KEPT}") + (f" (+{len(failed) - 1} more)"
+                                                      if len(failed) > 1 else "")
+               if failed else "no record of the gate's floor: registered before it")
+        raise UserError(f"{workspace.model_name}/{number} did not clear the gate's floor "
+                        f"({why}); see `doudi models list`; promote it anyway with --force "
+                        "(recorded)")
+    reason = "manual promote" if passed else FORCED_REASON
+    _set_champion(client, workspace.model_name, number, reason=reason)
+    if not passed:
+        client.set_model_version_tag(workspace.model_name, number, "champion_forced_by",
+                                     (actor or "unknown")[:64])
+        log.warning("%s/%s promoted past the gate's floor (forced)", workspace.model_name, number)
+    return number
+
+
+def rollback(*, workspace: Workspace, tracking_uri: str | None = None) -> str:
     """Return `champion` to the previous champion; returns that version."""
     from doudi.errors import UserError
 
-    client = client_for(tracking_uri)
-    history = _history(client, model_name)
+    model_name = workspace.model_name
+    client = registry.client(tracking_uri)
+    try:
+        history = _history(client, model_name)
+    except Exception as err:  # MlflowException: no such registered model
+        raise UserError(f"{model_name}: no champion to roll back (train one first)") from err
     if len(history) < 2:
         raise UserError(f"{model_name}: no previous champion to roll back to "
                         f"(history {history})")
     current, previous = history[-1], history[-2]
+    registry.check_version(client.get_model_version(model_name, previous), workspace)
     client.set_registered_model_alias(model_name, CHAMPION, previous)
     client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history[:-1]))
     client.set_model_version_tag(model_name, current, "rolled_back", "true")

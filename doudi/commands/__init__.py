@@ -7,6 +7,11 @@ import pkgutil
 
 import typer
 
+# `--allow-undelivered` on monthly, train, score and features (docs/operations.md).
+ALLOW_UNDELIVERED_HELP = (
+    "Run for a month after the latest delivered month, on the data delivered so far "
+    "(a deliberate rerun; a month in the future is always refused).")
+
 
 def register_all(app: typer.Typer) -> None:
     """Every module here exposing `register(app)` adds its command(s)."""

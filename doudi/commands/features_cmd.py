@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from doudi.commands import ALLOW_UNDELIVERED_HELP
+
 
 def register(app: typer.Typer) -> None:
     @app.command("features")
@@ -17,20 +19,27 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="Write a Parquet file (household_key, as_of, features)."),
         warehouse: Path | None = typer.Option(
             None, "--warehouse", help="Warehouse folder (default: <DOUDI_HOME>/warehouse)."),
+        allow_undelivered: bool = typer.Option(
+            False, "--allow-undelivered", help=ALLOW_UNDELIVERED_HELP),
     ) -> None:
         """Features of every roster household known at the month end (pseudonymous keys)."""
         import time
 
+        from doudi.months import Month
         from doudi.settings import Settings
         from features import build_features, build_features_range
+        from features.asof import require_delivered
 
+        last = Month.parse(as_of, what="--as-of")
+        first = Month.parse(from_month, what="--from") if from_month is not None else None
         settings = Settings()
         root = warehouse or settings.warehouse_dir
+        require_delivered(root, last, allow_undelivered=allow_undelivered)
         started = time.perf_counter()
-        if from_month:
-            frame = build_features_range(root, from_month, as_of, settings)
+        if first is not None:
+            frame = build_features_range(root, first, last, settings)
         else:
-            frame = build_features(root, as_of, settings)
+            frame = build_features(root, last, settings)
         seconds = time.perf_counter() - started
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,15 +13,18 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from doudi.commands import ALLOW_UNDELIVERED_HELP
+
 if TYPE_CHECKING:
     import pandas as pd
 
+    from doudi.months import Month
     from doudi.settings import Settings
 
 
 @dataclass
 class MonthlySummary:
-    as_of: str
+    as_of: Month
     files_ingested: int
     rows_added: int
     rows_quarantined: int
@@ -35,30 +38,43 @@ class MonthlySummary:
     possible_omissions: int = 0  # (alert, hardship type) pairs: confirmed, still no help
     report_dir: str = ""
     top: pd.DataFrame | None = None
+    ingest_feeds: list[str] = field(default_factory=list)  # ingest's per-feed table lines
+    silent_feeds: list[str] = field(default_factory=list)  # nothing new for the as-of month
 
 
-def _champion_as_of(settings: Settings) -> str | None:
-    """The training as-of month of the current champion, or None without one."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+def _champion_as_of(settings: Settings) -> Month | None:
+    """The training as-of month of this workspace's champion, or None without one (or
+    with an unreadable tag: then training is due). Another workspace's champion is never
+    this one's: `doudi.registry`."""
+    from doudi.errors import UserError
+    from doudi.months import Month
+    from doudi.registry import find_champion
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri())
-    try:
-        mv = client.get_model_version_by_alias("doudi-risk", "champion")
-    except MlflowException:
+    found = find_champion(settings)
+    if found is None or not found.as_of:
         return None
-    return mv.tags.get("as_of")
+    try:  # tags are YYYY-MM; versions registered before months were months carry a date
+        return Month.parse(found.as_of, what="the champion's as_of tag", allow_date=True)
+    except UserError:
+        return None
 
 
 def run_monthly(
-    settings: Settings, as_of: str, raw_dir: Path, *, retrain: bool | None = None
+    settings: Settings, as_of: Month, raw_dir: Path, *, retrain: bool | None = None,
+    allow_undelivered: bool = False, allow_unknown: bool = False,
 ) -> MonthlySummary:
-    """One month's job; rerunning it with the same inputs changes nothing."""
-    import os
+    """One month's job; rerunning it with the same inputs changes nothing.
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    A future `as_of` is refused before anything is read; one after the latest delivered
+    month (this delivery included) after ingest, unless `allow_undelivered`. Either
+    refusal is a one-line UserError with nothing trained, scored, stored or exported.
+    """
+    from doudi.registry import disable_telemetry
+
+    disable_telemetry()
     import ingest
-    from features.asof import month_end, month_index
+    from doudi.months import require_not_future
+    from features.asof import require_delivered
     from serving.assistance import current_assistance
     from serving.export import export_township
     from serving.scoring import score_month
@@ -71,20 +87,21 @@ def run_monthly(
     )
     from training.job import train_monthly
 
-    report = ingest.ingest(raw_dir, settings)
+    require_not_future(as_of)
+    report = ingest.ingest(raw_dir, settings, allow_unknown=allow_unknown)
     new_files = sum(1 for f in report.files if f.skipped is None)
+    # After ingest: this month's delivery counts as delivered.
+    require_delivered(settings.warehouse_dir, as_of, allow_undelivered=allow_undelivered)
 
     champion_as_of = _champion_as_of(settings)
-    due = champion_as_of is None or (
-        month_index(month_end(as_of)) - month_index(month_end(champion_as_of))
-        >= settings.retrain_every_months
-    )
+    due = champion_as_of is None or as_of - champion_as_of >= settings.retrain_every_months
     if retrain is not None:
         due = retrain
     if due:
         with open_store(settings=settings) as store:
             verdicts = verdict_labels(store)
-        outcome = train_monthly(settings, as_of, verdicts=verdicts)
+        outcome = train_monthly(settings, as_of, verdicts=verdicts,
+                                allow_undelivered=allow_undelivered)
         trained = (
             f"version {outcome.version} already registered for {as_of}"
             if outcome.duplicate
@@ -93,7 +110,7 @@ def run_monthly(
     else:
         trained = f"not due (champion trained as of {champion_as_of})"
 
-    run = score_month(settings, as_of)
+    run = score_month(settings, as_of, allow_undelivered=allow_undelivered)
     summary = MonthlySummary(
         as_of=as_of,
         files_ingested=new_files,
@@ -104,18 +121,20 @@ def run_monthly(
         scored=len(run.scored),
         alerts_created=len(run.added.created),
         alerts_skipped=run.added.skipped_counts(),
+        ingest_feeds=report.feed_table(),
+        silent_feeds=report.silent_feeds(str(as_of)[:7]),
     )
-    out_dir = settings.home / "exports" / as_of
+    out_dir = settings.home / "exports" / str(as_of)
     with open_store(settings=settings) as store:
         new = list_alerts(store, status="new")
         for township in sorted(set(new["township_code"].astype(str))):
-            done = export_township(store, township, settings, out_dir)
+            done = export_township(store, township, settings, out_dir, as_of)
             summary.exports.append((township, done.households, str(done.workbook)))
         # One chain of help: who would be helped twice, who was confirmed and not helped.
         assisted = current_assistance(settings.warehouse_dir, as_of)
         duplicates = duplicate_assistance(store, assisted)
         missed = omissions(
-            store, assisted, today=month_end(as_of), after_days=settings.omission_days
+            store, assisted, today=as_of.end, after_days=settings.omission_days
         )
     report_dir = settings.reports_dir / f"monthly-{as_of}"
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +156,11 @@ def _print(summary: MonthlySummary) -> None:
         f"  ingest: {summary.files_ingested} new file(s), {summary.rows_added:,} row(s) added, "
         f"{summary.rows_quarantined:,} quarantined"
     )
+    for line in summary.ingest_feeds:
+        typer.echo(f"    {line}")
+    for feed_name in summary.silent_feeds:  # feeds expected monthly only (feed_cadence)
+        typer.echo(f"  WARNING: {feed_name}: expected monthly, no new rows reported in "
+                   f"{str(summary.as_of)[:7]}")
     typer.echo(f"  training: {summary.trained}")
     typer.echo(
         f"  scoring: {summary.scored:,} in-scope households with {summary.model_version}; "
@@ -167,8 +191,16 @@ def register(app: typer.Typer) -> None:
         retrain: bool | None = typer.Option(
             None, "--retrain/--no-retrain", help="Force or skip retraining (default: when due)."
         ),
+        allow_undelivered: bool = typer.Option(
+            False, "--allow-undelivered", help=ALLOW_UNDELIVERED_HELP),
+        allow_unknown: bool = typer.Option(
+            False, "--allow-unknown", help="Read the feeds even if RAW_DIR holds unknown "
+            "folders or files (listed as warnings); without it they are an error."),
     ) -> None:
         """Ingest, retrain when due, score, store alerts, export per township, summarise."""
+        from doudi.months import Month
         from doudi.settings import Settings
 
-        _print(run_monthly(Settings(), as_of, raw_dir, retrain=retrain))
+        month = Month.parse(as_of, what="--as-of")
+        _print(run_monthly(Settings(), month, raw_dir, retrain=retrain,
+                           allow_undelivered=allow_undelivered, allow_unknown=allow_unknown))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from doudi.commands import ALLOW_UNDELIVERED_HELP
+
 
 def register(app: typer.Typer) -> None:
     @app.command("score")
@@ -15,16 +17,28 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="Operator export (.csv or .parquet), keyed by the original "
             "household number: re-identified from the vault and audited."),
         model: str | None = typer.Option(
-            None, "--model", help="Model folder or URI (default: models:/doudi-risk@champion "
-            "in the configured MLflow tracking store)."),
+            None, "--model", help="Model folder or URI; anything but the champion needs "
+            "--allow-non-champion (default: this workspace's champion, "
+            "models:/doudi-risk-<workspace>@champion in the configured MLflow tracking store; "
+            "another workspace's model is refused; see `doudi models list`)."),
         database_url: str | None = typer.Option(
             None, "--database-url", help="Alert store URL (default: DOUDI_DATABASE_URL, "
             "else <home>/alerts.db)."),
         explain_all: bool = typer.Option(
             False, "--explain-all", help="Reasons for every household in --out, not only "
             "the alerted ones (TreeSHAP for all: about 2 min per 1M households)."),
+        allow_undelivered: bool = typer.Option(
+            False, "--allow-undelivered", help=ALLOW_UNDELIVERED_HELP),
+        allow_non_champion: bool = typer.Option(
+            False, "--allow-non-champion", help="Score with a --model that is not this "
+            "workspace's champion (a version the gate refused, an old version, a folder): "
+            "its alerts go to caseworkers. Logged: a warning, the alerts' history and "
+            "<home>/reports/non-champion-scoring.jsonl record who did it."),
     ) -> None:
         """Score every in-scope household, explain the alerts and add them to the store."""
+        from doudi.months import Month
+
+        month = Month.parse(as_of, what="--as-of")
         if explain_all and out is None:
             from doudi.errors import UserError
 
@@ -32,12 +46,16 @@ def register(app: typer.Typer) -> None:
         import time
 
         from doudi.settings import Settings
-        from serving.scoring import CHAMPION_URI, score_month
+        from serving.scoring import score_month
 
         settings = Settings()
         started = time.perf_counter()
-        run = score_month(settings, as_of, model_uri=model or CHAMPION_URI, out=out,
-                          database_url=database_url, explain_all=explain_all)
+        run = score_month(settings, month, model_uri=model, out=out,
+                          database_url=database_url, explain_all=explain_all,
+                          allow_undelivered=allow_undelivered,
+                          allow_non_champion=allow_non_champion)
+        if run.warning:
+            typer.echo(f"warning: {run.warning}", err=True)
         scored = run.scored
         alerted = scored[scored["alerted"].to_numpy()] if len(scored) else scored
         tiers = alerted["tier"].value_counts().to_dict() if len(alerted) else {}
@@ -60,10 +78,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Caseworker sheets (xlsx + GBK CSV) of a township's new alerts; dispatches them."""
         from doudi.settings import Settings
-        from serving.export import export_township
+        from serving.export import check_townships, export_township
         from serving.store import open_store
 
         settings = Settings()
+        check_townships(settings, township)  # every code before any sheet is written
         with open_store(database_url, settings=settings) as store:
             for code in township:
                 done = export_township(store, code, settings, out_dir)

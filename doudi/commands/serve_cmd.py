@@ -29,6 +29,8 @@ SERVICE = "serving.service:DoudiRisk"
 
 def server_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """The server's environment: `base` plus absolute locations and telemetry off."""
+    from doudi.registry import TELEMETRY_OFF
+
     env = dict(base)
     env.update(
         {
@@ -36,7 +38,7 @@ def server_environment(settings: Settings, base: Mapping[str, str]) -> dict[str,
             "DOUDI_MLFLOW_TRACKING_URI": settings.tracking_uri(),
             "BENTOML_HOME": str(settings.home / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "true",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
+            **TELEMETRY_OFF,
         }
     )
     if env.get("DOUDI_CONFIG"):
@@ -121,31 +123,21 @@ def running_server(
 
 
 def check_model(settings: Settings) -> None:
-    """Fail fast, in one line, when the model to serve does not resolve: the server would
-    otherwise restart its worker over and over without ever becoming ready."""
+    """Fail fast, in one line, when the model to serve does not resolve or is another
+    workspace's: the server would otherwise restart its worker over and over without ever
+    becoming ready."""
+    from doudi import registry
     from doudi.errors import UserError
 
-    uri = settings.api_model_uri
-    if not uri.startswith("models:/"):
-        if not Path(uri).is_dir():
-            raise UserError(f"DOUDI_API_MODEL_URI {uri}: no such model folder")
+    uri = registry.served_uri(settings)
+    ref = registry.parse_uri(uri)
+    if ref is None and not Path(uri).is_dir():
+        raise UserError(f"DOUDI_API_MODEL_URI {uri}: no such model folder")
+    ws = registry.workspace(settings)
+    if ref is None:
+        registry.check_folder(Path(uri), ws)
         return
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    name, _, alias = uri.removeprefix("models:/").partition("@")
-    client = MlflowClient(tracking_uri=settings.tracking_uri())
-    try:
-        if alias:
-            client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, number = name.partition("/")
-            client.get_model_version(name, number)
-    except MlflowException as err:
-        raise UserError(
-            f"no model at {uri} in {settings.tracking_uri()}: train one first "
-            "(`doudi monthly` or `doudi train`), or set DOUDI_API_MODEL_URI"
-        ) from err
+    registry.resolve(registry.client(settings.tracking_uri()), ref, ws)
 
 
 def register(app: typer.Typer) -> None:
@@ -160,16 +152,17 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve risk scores and explanations over HTTP (BentoML) until interrupted."""
+        from doudi.registry import disable_telemetry, served_uri
         from doudi.settings import PROJECT_ROOT, Settings
 
         settings = Settings()
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        disable_telemetry()
         check_model(settings)
         env = server_environment(settings, os.environ)
         argv = server_command(host, port)
         (settings.home / "bentoml").mkdir(parents=True, exist_ok=True)
         typer.echo(
-            f"doudi: serving {settings.api_model_uri} from {settings.tracking_uri()} on "
+            f"doudi: serving {served_uri(settings)} from {settings.tracking_uri()} on "
             f"http://{host}:{port} (workspace {settings.home}); docs/api.md lists the endpoints"
         )
         sys.stdout.flush()

@@ -7,23 +7,34 @@ from typing import Any
 
 import typer
 
+# `training.minimum.months_needed` with the default settings (horizon 6 + allowance 3 +
+# 11 months of folds); tests/jobs keeps this figure equal to the function's.
+DEFAULT_TRAINING_MONTHS = 20
+MONTHS_HELP = (
+    "Months to simulate (>= 12). `doudi monthly`/`train` need at least "
+    f"{DEFAULT_TRAINING_MONTHS} with the default settings (`doudi settings` shows "
+    "min_training_months)."
+)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_command(
         households: int = typer.Option(3000, "--households", help="Number of households."),
-        months: int = typer.Option(36, "--months", help="Months to simulate (>= 12)."),
+        months: int = typer.Option(36, "--months", help=MONTHS_HELP),
         start: str = typer.Option("2023-01", "--start", help="First month, YYYY-MM."),
         seed: int = typer.Option(7, "--seed", help="Random seed (same seed, same bytes)."),
         out: Path = typer.Option(..., "--out", help="Output folder: raw/ and truth/ go here."),
     ) -> None:
-        """Generate a synthetic province: 13 feeds under raw/, ground truth under truth/."""
+        """Generate a synthetic province: 14 feeds under raw/, ground truth under truth/."""
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from doudi.settings import Settings
         from province import simulate
+        from training.minimum import months_needed
 
+        settings = Settings()
         console = Console(stderr=True)
         with Progress(
             TextColumn("{task.description:<22}"),
@@ -44,10 +55,15 @@ def register(app: typer.Typer) -> None:
                 months=months,
                 start=start,
                 seed=seed,
-                settings=Settings(),
+                settings=settings,
                 progress=progress,
             )
         _print_summary(summary, out)
+        needed = months_needed(settings.horizon_months, settings.label_allowance_months)
+        if months < needed:
+            typer.secho(f"note: {months} months are too few to train on: `doudi monthly`/"
+                        f"`train` need at least {needed} (min_training_months)",
+                        fg="yellow", err=True)
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:

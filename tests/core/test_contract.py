@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 
 from doudi import contract_doc
-from doudi.contract import FEED_NAMES, REQUIRED_FEEDS, Kind, feed
+from doudi.contract import (
+    DIVISION_CODE_PATTERN,
+    FEED_NAMES,
+    FEEDS,
+    HOUSEHOLD_ID_PATTERN,
+    REQUIRED_FEEDS,
+    Kind,
+    feed,
+)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "DATA_CONTRACT.md"
 
@@ -38,10 +46,37 @@ def test_same_feeds_columns_and_aliases() -> None:
     assert set(tables) == set(FEED_NAMES)
     for name, rows in tables.items():
         spec = feed(name)
-        assert [r[0] for r in rows] == list(spec.column_names), name
-        assert [r[1] for r in rows] == [c.alias for c in spec.columns], name
-        for (col, _, typ, _), c in zip(rows, spec.columns, strict=True):
+        assert [r[0] for r in rows] == [c.name for c in spec.contract_columns], name
+        assert [r[1] for r in rows] == [c.alias for c in spec.contract_columns], name
+        for (col, _, typ, _), c in zip(rows, spec.contract_columns, strict=True):
             assert typ.endswith("?") == c.nullable, (name, col)
+
+
+@needs_shared
+def test_vault_only_columns_are_the_ones_the_contract_keeps_in_the_vault() -> None:
+    marked = {(name, row[0]) for name, rows in _shared_tables().items() for row in rows
+              if "identity vault" in row[3]}
+    assert marked == {("persons", "name"), ("households", "contact_phone")}
+    for name, col in marked:
+        spec = feed(name)
+        assert spec.column(col).vault_only and spec.column(col).sensitive
+        assert col not in spec.column_names  # never a warehouse column
+        assert col in spec.header_lookup() and spec.column(col).alias in spec.header_lookup()
+
+
+def test_stated_limits_are_the_only_limits() -> None:
+    """Ranges and shapes the contract states, and no others (issue #10)."""
+    limits = {(f.name, c.name): (c.min_value, c.max_value) for f in FEEDS
+              for c in f.contract_columns if c.min_value is not None or c.max_value is not None}
+    assert limits == {("medical", "inpatient_days"): (0, None), ("disability", "grade"): (1, 4)}
+    patterns = {(f.name, c.name): c.pattern for f in FEEDS for c in f.contract_columns
+                if c.pattern}
+    assert set(patterns.values()) == {HOUSEHOLD_ID_PATTERN, DIVISION_CODE_PATTERN}
+    assert {k for k, v in patterns.items() if v == DIVISION_CODE_PATTERN} == {
+        ("divisions", "code")}
+    assert {k[1] for k, v in patterns.items() if v == HOUSEHOLD_ID_PATTERN} == {"household_id"}
+    assert all(f.column("household_id").pattern == HOUSEHOLD_ID_PATTERN
+               for f in FEEDS if "household_id" in f.column_names)
 
 
 @needs_shared

@@ -14,11 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from doudi.months import Month
 from doudi.settings import Settings
 from features import build_features, feature_names
 from tests.features.warehouse_fixture import Warehouse
 
-T = "2024-06"
+T = Month.parse("2024-06")
 OTHER_COUNTY = "620103"
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from doudi.errors import UserError
+from doudi.months import Month
 from doudi.settings import Settings
 from features import (
     LABEL_COLUMNS,
@@ -19,6 +20,7 @@ from features import (
 )
 from tests.features.warehouse_fixture import Warehouse
 
+M = Month.parse
 SETTINGS = Settings(workers=1, horizon_months=6, label_allowance_months=3)
 
 
@@ -84,7 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def labels(world: Path) -> pd.DataFrame:
-    return build_labels(world, "2024-06", SETTINGS, known_by="2025-03").set_index(
+    return build_labels(world, M("2024-06"), SETTINGS, known_by=M("2025-03")).set_index(
         "household_key")
 
 
@@ -113,16 +115,16 @@ def test_risk_types_union_and_corrections(labels: pd.DataFrame) -> None:
 
 
 def test_late_reported_event_counts_once_known(world: Path) -> None:
-    later = build_labels(world, "2024-06", SETTINGS, known_by="2025-06").set_index(
+    later = build_labels(world, M("2024-06"), SETTINGS, known_by=M("2025-06")).set_index(
         "household_key")
     assert later.loc["a11", "label"] == 1
 
 
 def test_monitored_household_released_then_reidentified(world: Path) -> None:
-    before = build_labels(world, "2023-06", SETTINGS, known_by="2025-03").set_index(
+    before = build_labels(world, M("2023-06"), SETTINGS, known_by=M("2025-03")).set_index(
         "household_key")
     assert not before.loc["a3", "in_scope"]  # identified 2023-01, eliminated 2024-02
-    after = build_labels(world, "2024-10", SETTINGS, known_by="2025-06").set_index(
+    after = build_labels(world, M("2024-10"), SETTINGS, known_by=M("2025-06")).set_index(
         "household_key")
     assert not after.loc["a3", "in_scope"]  # identified again 2024-09
     assert not after.loc["a12", "in_scope"]  # its identification is known by now
@@ -130,14 +132,14 @@ def test_monitored_household_released_then_reidentified(world: Path) -> None:
 
 
 def test_mature_months() -> None:
-    months = mature_months("2025-06", SETTINGS, "2024-01")
+    months = mature_months(M("2025-06"), SETTINGS, M("2024-01"))
     assert [f"{m:%Y-%m}" for m in (months[0], months[-1])] == ["2024-01", "2024-09"]
     with pytest.raises(UserError, match="no mature as-of month"):
-        mature_months("2024-06", SETTINGS, "2024-01")
+        mature_months(M("2024-06"), SETTINGS, M("2024-01"))
 
 
 def test_training_table_uses_only_mature_months_and_in_scope_rows(world: Path) -> None:
-    table = training_table(world, "2025-03", SETTINGS, from_month="2024-05")
+    table = training_table(world, M("2025-03"), SETTINGS, from_month=M("2024-05"))
     assert sorted({f"{d:%Y-%m}" for d in table["as_of"]}) == ["2024-05", "2024-06"]
     at_t = table[table["as_of"] == "2024-06-30"].set_index("household_key")
     assert set(at_t.index) == {f"a{i}" for i in range(1, 18)} - {"a2", "a5", "a6", "a14"}
@@ -145,12 +147,13 @@ def test_training_table_uses_only_mature_months_and_in_scope_rows(world: Path) -
     assert at_t.loc["a1", "label"] == 0  # reported 2026
     for column in [*feature_names(), *group_column_names(), *LABEL_COLUMNS]:
         assert column in table.columns
-    later = training_table(world, "2025-06", SETTINGS, from_month="2024-06")
+    later = training_table(world, M("2025-06"), SETTINGS, from_month=M("2024-06"))
     assert later.set_index(["household_key", "as_of"]).loc[("a11", "2024-06-30"), "label"] == 1
 
 
 def test_training_table_ignores_rows_reported_after_the_model_month(tmp_path: Path) -> None:
-    plain = training_table(build_label_world(tmp_path / "a"), "2025-06", SETTINGS, "2024-01")
+    plain = training_table(build_label_world(tmp_path / "a"), M("2025-06"), SETTINGS,
+                           M("2024-01"))
     noisy = training_table(build_label_world(tmp_path / "b", extra_late_rows=True),
-                           "2025-06", SETTINGS, "2024-01")
+                           M("2025-06"), SETTINGS, M("2024-01"))
     pd.testing.assert_frame_equal(plain, noisy)

@@ -21,14 +21,15 @@ from hypothesis import strategies as st
 
 from doudi.contract import FEED_NAMES, Kind
 from doudi.contract import feed as contract_feed
+from doudi.months import Month
 from doudi.settings import Settings
 from doudi.warehouse import feed_dir, warehouse_name
-from features.asof import load_history, month_end, read_feed_as_of
+from features.asof import load_history, read_feed_as_of
 from features.build import county_features, history_from_frames
 from features.labels import county_labels
 from tests.features.test_features_feeds import build_world
 
-T = month_end("2024-06")
+T = Month.parse("2024-06").end
 COUNTY = "620102"
 
 
@@ -135,7 +136,7 @@ def test_duckdb_reader_agrees_with_in_memory_versions(
     for name in FEED_NAMES:
         history = load_history(root, name, COUNTY, date(2030, 12, 31))
         for as_of in ("2023-06", "2024-06", "2024-07"):
-            t = month_end(as_of)
+            t = Month.parse(as_of).end
             duck = read_feed_as_of(root, name, t, county=COUNTY)
             memory = history.as_of(t)
             pd.testing.assert_frame_equal(duck, memory, check_dtype=False, obj=f"{name}@{t}")
@@ -145,14 +146,15 @@ def test_corrections_and_late_rows_in_the_reader(
     world: tuple[Path, dict[str, pd.DataFrame]],
 ) -> None:
     root, _ = world
-    medical = read_feed_as_of(root, "medical", "2024-06", county=COUNTY)
+    medical = read_feed_as_of(root, "medical", Month.parse("2024-06"), county=COUNTY)
     april = medical[(medical["person_key"] == "p1") & (medical["month"] == "2024-04-01")]
     assert april["out_of_pocket_yuan"].tolist() == [250.0]  # the correction
     assert "p4" not in set(medical["person_key"])  # reported 2024-07-05
-    earlier = read_feed_as_of(root, "medical", "2024-05", county=COUNTY)
+    earlier = read_feed_as_of(root, "medical", Month.parse("2024-05"), county=COUNTY)
     april = earlier[(earlier["person_key"] == "p1") & (earlier["month"] == "2024-04-01")]
     assert april["out_of_pocket_yuan"].tolist() == [200.0]  # the version known then
-    persons = read_feed_as_of(root, "persons", "2024-06", county=COUNTY).set_index("person_key")
+    persons = read_feed_as_of(root, "persons", Month.parse("2024-06"), county=COUNTY)
+    persons = persons.set_index("person_key")
     assert persons.loc["p5", "status"] == "deceased"
-    assert read_feed_as_of(root, "persons", "2024-02", county=COUNTY).set_index(
+    assert read_feed_as_of(root, "persons", Month.parse("2024-02"), county=COUNTY).set_index(
         "person_key").loc["p5", "status"] == "living"

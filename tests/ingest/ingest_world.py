@@ -87,7 +87,9 @@ def delivery() -> dict[str, list[Row]]:
 def csv_text(feed_name: str, rows: list[Row], *, chinese: bool = False,
              extra: dict[str, list[str]] | None = None) -> str:
     spec = feed(feed_name)
-    names = [c.name for c in spec.columns]
+    # vault-only columns (names, phones) only when some row has one
+    names = [c.name for c in spec.contract_columns
+             if not c.vault_only or any(c.name in r for r in rows)]
     header = [spec.column(n).alias if chinese else n for n in names]
     extra = extra or {}
     out = io.StringIO()
@@ -148,10 +150,19 @@ def quarantine_table(settings: Settings) -> pa.Table:
     return pa.concat_tables([pq.read_table(f) for f in files])
 
 
+def plain(ref: str) -> str:
+    """A file reference without its `#<sha256 prefix>` (`ingest.names.file_ref`)."""
+    return ref.split("#", 1)[0]
+
+
+def plains(refs: list[str]) -> list[str]:
+    return [plain(r) for r in refs]
+
+
 def quarantined(settings: Settings) -> set[tuple[str, str, int, str, str]]:
-    """(feed, file, row, column, rule) of every quarantine record."""
+    """(feed, file, row, column, rule) of every quarantine record (file without hash)."""
     t = quarantine_table(settings)
-    return set(zip(t["feed"].to_pylist(), t["source_file"].to_pylist(),
+    return set(zip(t["feed"].to_pylist(), plains(t["source_file"].to_pylist()),
                    t["source_row"].to_pylist(), t["column"].to_pylist(), t["rule"].to_pylist(),
                    strict=True))
 
@@ -187,3 +198,23 @@ def readable_contents(root: Path, *, skip: tuple[str, ...] = ()) -> str:
         else:
             parts.append(p.read_bytes().decode("utf-8", errors="replace"))
     return "\n".join(parts)
+
+
+def disability_rows() -> list[Row]:
+    return [{"person_id": PEOPLE["H0001"][1], "certified_date": "2023-06-01",
+             "disability_type": "physical", "grade": "2", "living_subsidy": "true",
+             "care_subsidy": "false", "reported_date": "2024-01-20"}]
+
+
+def income_rows() -> list[Row]:
+    return [{"household_id": hid, "period_end": "2023-12", "per_capita_net_income_yuan": "8000",
+             "wage_income_yuan": "20000", "operating_income_yuan": "3000",
+             "property_income_yuan": "0", "transfer_income_yuan": "1000",
+             "rigid_expenditure_yuan": "", "reported_date": "2024-01-25"}
+            for hid, _ in HOUSEHOLDS]
+
+
+def division_rows() -> list[Row]:
+    return [{"code": "620102", "name": "城关区", "reported_date": "2024-01-02"},
+            {"code": "620102001", "name": "城关镇", "reported_date": "2024-01-02"},
+            {"code": "620102001001", "name": "兴隆村", "reported_date": "2024-01-02"}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -116,8 +117,9 @@ def test_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     rows["medical"].append(dict(rows["medical"][0], insured="perhaps"))
     raw = write_delivery(tmp_path / "raw", rows)
     assert _doudi(monkeypatch, "validate", str(raw), "--format", "json") == 1
+    digest = hashlib.sha256((raw / "medical" / "medical-2024-01.csv").read_bytes()).hexdigest()
     assert capsys.readouterr().out.strip() == (
-        '{"feed": "medical", "file": "medical/medical-2024-01.csv", "row": 7, '
+        f'{{"feed": "medical", "file": "medical/medical-2024-01.csv#{digest[:12]}", "row": 7, '
         '"column": "insured", "rule": "bad_bool", "message": "not a boolean (true/false, 1/0, '
         '是/否)"}')
     assert not (tmp_path / "ws" / "warehouse").exists()

@@ -3,6 +3,7 @@ is ever lost (each ends in the warehouse, the quarantine or the duplicate count)
 
 from __future__ import annotations
 
+import re
 import tempfile
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 import ingest
 from doudi.contract import Column, Kind
-from doudi.idnumber import check_char, id_problem
+from doudi.idnumber import check_char
 from ingest.checks import parse_date, parse_id, parse_money
 from tests.ingest.ingest_world import (
     delivery,
@@ -50,11 +51,31 @@ def test_id_checks_agree_with_the_scalar_rules(values: list[str]) -> None:
     latest = np.full(len(values), (TODAY - date(1970, 1, 1)).days)
     parsed, _ = parse_id(_ID_COL, pa.array(values, pa.string()), latest)
     rule_of = {v.rule: v.mask for v in parsed.violations}
+    warned = {v.rule: v.mask for v in parsed.warnings}
     for i, value in enumerate(values):
-        text = value.strip().upper()
-        expected = None if text == "" else id_problem(text, today=TODAY)
+        text = value.strip(" ").upper()  # spaces only: other whitespace is part of the value
+        expected = None if text == "" else _contract_id_problem(text)
         got = next((rule for rule, mask in rule_of.items() if mask[i]), None)
         assert got == expected, value
+        early = expected is None and text != "" and text[6:10] < "1890"
+        assert bool(warned["id_birth_before_1890"][i]) == early, value
+        assert bool(warned["id_region_zero"][i]) == (
+            expected is None and text != "" and text[0] == "0"), value
+
+
+def _contract_id_problem(text: str) -> str | None:
+    """The contract's rules, scalar: 18 characters (17 digits, then 0-9 or X), a birth date
+    that is a calendar date not after the report, the check character. (A region starting
+    with 0 and a birth before 1890 are only warnings.)"""
+    if not re.fullmatch(r"[0-9]{17}[0-9X]", text):
+        return "id_format"
+    try:
+        birth = date(int(text[6:10]), int(text[10:12]), int(text[12:14]))
+    except ValueError:
+        return "id_birth_date"
+    if birth > TODAY:
+        return "id_birth_date"
+    return None if check_char(text[:17]) == text[17] else "id_check_char"
 
 
 @settings(max_examples=100, deadline=None)
@@ -104,7 +125,8 @@ def test_dates_are_exactly_the_calendar_dates(parts: list[tuple[int, int, int]])
 
 # -- no row is lost ------------------------------------------------------------
 BREAKS = [("insured", "maybe"), ("total_cost_yuan", "-3"), ("month", "2024-00"),
-          ("person_id", "123"), ("reported_date", "2023-12-31"), ("outpatient_visits", "")]
+          ("person_id", "123"), ("reported_date", "2024-02-30"), ("outpatient_visits", ""),
+          ("serious_illness", "\t=1+1"), ("inpatient_days", "-1")]
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -23,6 +23,12 @@ from doudi.idnumber import id_problem
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
 _MONEY = re.compile(r"^-?\d+(\.\d{1,2})?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# the contract's shaped text columns and the rule a wrong shape breaks
+_SHAPE_RULES = {"household_id": "bad_household_id", "code": "bad_division_code"}
+WARNING_REASONS = frozenset({"reported_before_event"})  # valid rows, only odd
+PENDING_REASONS = frozenset({"unknown_household"})  # valid rows, waiting for a referent
+Listed = set[tuple[str, str, int, str, str]]
 
 
 @dataclass
@@ -101,9 +107,13 @@ def _month_first(text: str) -> date | None:
 
 def value_problem(col: contract.Column, value: str) -> str | None:
     """The rule `value` breaks in column `col`, or None."""
+    if _CONTROL.search(value):
+        return "control_character"
     if value == "":
         return None if col.nullable or col.kind == Kind.STR else "missing_value"
     kind = col.kind
+    if col.pattern is not None and not re.fullmatch(col.pattern, value):
+        return _SHAPE_RULES[col.name]
     if kind == Kind.ID:
         problem = id_problem(value)
         return problem
@@ -151,8 +161,23 @@ def _event_first_day(kind: Kind, value: str) -> date | None:
     return None
 
 
-def find_violations(files: list[FeedFile]) -> set[tuple[str, str, int, str, str]]:
+def find_violations(files: list[FeedFile]) -> Listed:
     """(feed, file, row, column, reason) for every row breaking a contract rule."""
+    return {v for v in find_problems(files) if v[4] not in WARNING_REASONS | PENDING_REASONS}
+
+
+def find_warnings(files: list[FeedFile]) -> Listed:
+    """(feed, file, row, column, reason) for every valid but odd row (reported early)."""
+    return {v for v in find_problems(files) if v[4] in WARNING_REASONS}
+
+
+def find_pending(files: list[FeedFile]) -> Listed:
+    """(feed, file, row, column, reason) for every valid row whose household is unknown."""
+    return {v for v in find_problems(files) if v[4] in PENDING_REASONS}
+
+
+def find_problems(files: list[FeedFile]) -> Listed:
+    """Every row breaking a contract rule, reported before its event or of no household."""
     roster = set()
     for f in files:
         if f.feed == "households":
@@ -160,7 +185,7 @@ def find_violations(files: list[FeedFile]) -> set[tuple[str, str, int, str, str]
     found: set[tuple[str, str, int, str, str]] = set()
     for f in files:
         spec = contract.feed(f.feed)
-        names = list(spec.column_names)
+        names = [c.name for c in spec.contract_columns]
         columns = [f.frame[name].tolist() for name in names]
         event_at = names.index(spec.event_column) if spec.event_column else None
         event_kind = spec.column(spec.event_column).kind if spec.event_column else None
@@ -184,28 +209,42 @@ def find_violations(files: list[FeedFile]) -> set[tuple[str, str, int, str, str]
     return found
 
 
-def load_bad_rows(truth: Path) -> set[tuple[str, str, int, str, str]]:
-    frame = pd.read_csv(truth / "bad_rows.csv", dtype={"row": int})
+def load_bad_rows(truth: Path, name: str = "bad_rows.csv") -> Listed:
+    """Rows listed in truth/bad_rows.csv (or another list of the same layout)."""
+    frame = pd.read_csv(truth / name, dtype={"row": int})
     return {(r.feed, r.file, int(r.row), r.column, r.reason) for r in frame.itertuples()}
+
+
+def load_warning_rows(truth: Path) -> Listed:
+    """Rows listed in truth/warning_rows.csv: valid, kept by ingest with a warning."""
+    return load_bad_rows(truth, "warning_rows.csv")
+
+
+def load_pending_rows(truth: Path) -> Listed:
+    """Rows listed in truth/pending_rows.csv: of a household never on the roster."""
+    return load_bad_rows(truth, "pending_rows.csv")
 
 
 def clean_frames(
     files: list[FeedFile], bad: set[tuple[str, str, int, str, str]]
 ) -> dict[str, pd.DataFrame]:
-    """Each feed's rows without the listed bad rows, exact duplicates dropped."""
+    """Each feed's rows without the listed rows, exact duplicates dropped (every contract
+    column, names and phones included)."""
     bad_rows = {(b[1], b[2]) for b in bad}
     parts: dict[str, list[pd.DataFrame]] = {}
     for f in files:
         spec = contract.feed(f.feed)
         keep = [i for i in range(1, len(f.frame) + 1) if (f.rel, i) not in bad_rows]
-        frame = f.frame.iloc[[i - 1 for i in keep]][list(spec.column_names)].copy()
+        names = [c.name for c in spec.contract_columns]
+        frame = f.frame.iloc[[i - 1 for i in keep]][names].copy()
         frame = frame.assign(_file=f.rel)
         parts.setdefault(f.feed, []).append(frame)
     out = {}
     for feed, frames in parts.items():
         spec = contract.feed(feed)
         frame = pd.concat(frames, ignore_index=True)
-        out[feed] = frame.drop_duplicates(subset=list(spec.column_names)).reset_index(drop=True)
+        names = [c.name for c in spec.contract_columns]
+        out[feed] = frame.drop_duplicates(subset=names).reset_index(drop=True)
     return out
 
 

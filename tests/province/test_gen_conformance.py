@@ -11,7 +11,11 @@ import pytest
 from doudi import contract
 from doudi.idnumber import id_facts, id_problem
 from tests.province.extract_reader import (
+    find_pending,
     find_violations,
+    find_warnings,
+    load_pending_rows,
+    load_warning_rows,
 )
 
 
@@ -28,7 +32,14 @@ def test_layout_has_all_feeds_and_truth_outside_raw(small_world: Path) -> None:
             assert path.name.startswith(path.parent.name + "_"), path
             assert path.name.endswith((".csv", ".csv.gz", ".parquet")), path
     assert not (raw / "truth").exists()
-    for name in ("labels.parquet", "oracle.parquet", "summary.json", "bad_rows.csv"):
+    for name in (
+        "labels.parquet",
+        "oracle.parquet",
+        "summary.json",
+        "bad_rows.csv",
+        "warning_rows.csv",
+        "pending_rows.csv",
+    ):
         assert (small_world / "truth" / name).is_file()
 
 
@@ -58,6 +69,27 @@ def test_bad_rows_listed_exactly(extract) -> None:  # type: ignore[no-untyped-de
     assert {"id_check_char", "negative_money", "unknown_enum", "bad_date"} <= reasons
 
 
+def test_rows_ingest_keeps_are_listed_apart_from_bad_rows(
+    small_world: Path,
+    extract,  # type: ignore[no-untyped-def]
+) -> None:
+    """Ingest keeps a row reported before its event (a counted warning) and holds a row
+    of an unknown household in pending/: the generator lists such rows in
+    warning_rows.csv and pending_rows.csv, never in bad_rows.csv."""
+    files, bad, _ = extract
+    warned = load_warning_rows(small_world / "truth")
+    pending = load_pending_rows(small_world / "truth")
+    assert warned, "the generator should plant some rows reported before their event"
+    assert {w[4] for w in warned} == {"reported_before_event"}
+    assert {p[4] for p in pending} <= {"unknown_household"}
+    assert not {b[4] for b in bad} & {"reported_before_event", "unknown_household"}
+    assert find_warnings(files) == warned
+    assert find_pending(files) == pending
+    summary = json.loads((small_world / "truth" / "summary.json").read_text())
+    assert summary["warning_rows"] == len(warned)
+    assert summary["pending_rows"] == len(pending)
+
+
 def test_bad_rows_are_not_duplicates(extract) -> None:  # type: ignore[no-untyped-def]
     files, bad, _ = extract
     by_file = {f.rel: f.frame for f in files}
@@ -71,7 +103,9 @@ def test_headers_known_and_extras_only_sensitive(extract) -> None:  # type: igno
     files, _, _ = extract
     extras = set()
     for f in files:
-        assert set(contract.feed(f.feed).column_names) <= set(f.frame.columns), f.rel
+        # every contract column, the optional name/phone ones included
+        contract_names = {c.name for c in contract.feed(f.feed).contract_columns}
+        assert contract_names <= set(f.frame.columns), f.rel
         extras |= set(f.extra_columns)
     assert extras and extras <= contract.SENSITIVE_EXTRA_COLUMNS
 

@@ -3,6 +3,7 @@
 from datetime import date
 from pathlib import Path
 
+from doudi.months import Month
 from serving.assistance import current_assistance
 from tests.features.warehouse_fixture import Warehouse
 
@@ -22,6 +23,7 @@ def test_spells_covering_the_month_end(tmp_path: Path) -> None:
     w.add(sa, household_key="h2", program="tekun", start_date=date(2024, 2, 1), end_date=None,
           monthly_amount_yuan=800.0, reported_date=date(2024, 4, 20))
     root = w.write()
-    assert current_assistance(root, "2024-03") == {"h1": ["dibao"], "h2": ["temporary"]}
-    assert current_assistance(root, "2024-04") == {"h2": ["tekun"]}
-    assert current_assistance(root, "2023-12") == {}
+    march = current_assistance(root, Month.parse("2024-03"))
+    assert march == {"h1": ["dibao"], "h2": ["temporary"]}
+    assert current_assistance(root, Month.parse("2024-04")) == {"h2": ["tekun"]}
+    assert current_assistance(root, Month.parse("2023-12")) == {}

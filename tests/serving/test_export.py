@@ -102,3 +102,33 @@ def test_a_bad_township_code_is_a_user_error(world, tmp_path: Path) -> None:
     settings, store, _ = world
     with pytest.raises(UserError, match="9 digits"):
         export_township(store, "62010", settings, tmp_path)
+
+
+def test_an_unknown_township_writes_nothing(world, tmp_path: Path) -> None:
+    settings, store, ids = world
+    with pytest.raises(UserError) as err:
+        export_township(store, "620199001", settings, tmp_path / "sheets")
+    message = str(err.value)
+    assert message == ("--township 620199001: no such township on the roster "
+                       f"(known: {TOWNSHIP_A}, {TOWNSHIP_B}; 2 in all)")
+    assert not (tmp_path / "sheets").exists()
+    with store.transaction() as session:
+        assert session.scalars(select(ExportAudit)).all() == []
+    assert {store.get(i).status for i in ids.values()} == {"new"}
+
+
+def test_the_export_command_checks_every_code_first(world, tmp_path: Path) -> None:
+    from tests.jobs.cli import doudi, refused
+
+    settings, store, _ = world
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"  # the `world` fixture's store
+    done = doudi(settings.home, "export", "--township", TOWNSHIP_A, "--township", "620199001",
+                 "--out-dir", str(tmp_path / "sheets"), "--database-url", url)
+    refused(done, "--township 620199001: no such township on the roster", TOWNSHIP_A)
+    assert not (tmp_path / "sheets").exists()  # not even the known township's sheet
+    with store.transaction() as session:
+        assert session.scalars(select(ExportAudit)).all() == []
+    done = doudi(settings.home, "export", "--township", TOWNSHIP_A,
+                 "--out-dir", str(tmp_path / "sheets"), "--database-url", url)
+    assert done.code == 0, done.err
+    assert done.out.startswith(f"{TOWNSHIP_A}: 7 household(s) -> alerts_{TOWNSHIP_A}_2026-06_")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from doudi.model_artifact import ModelArtifact
+from doudi.model_artifact import Calibrator, ModelArtifact
 from doudi.settings import Settings, TierSettings
 from serving import routing
 from serving.scoring import (
@@ -87,6 +87,65 @@ def test_tiers_hand_computed() -> None:
                           "yellow", "none", "none", "none", "none"]
     # Risk at or above red_min_risk is red whatever the rank (within capacity).
     assert tiers(0.3) == ["red"] * 8 + ["none"] * 4
+
+
+def test_equal_risks_rank_by_margin_not_by_key() -> None:
+    """A calibrator tied two pairs at one risk each; the model's margin still orders them."""
+    s = Settings(capacity_pct=5, tiers=TierSettings(
+        red_top_pct=1, orange_top_pct=3, yellow_top_pct=5, red_min_risk=0.99,
+        min_alert_risk=0.0))
+    n = 100  # red: rank 1, orange: ranks 2-3, yellow: ranks 4-5
+    risk = np.full(n, 0.01)
+    margin = np.linspace(-6, -5, n)
+    keys = np.array([f"k{i:03d}" for i in range(n)])
+    # a/b tie at the top risk, c/d at the next: in each pair the LATER key has the higher margin.
+    risk[:4] = [0.3, 0.3, 0.2, 0.2]
+    margin[:4] = [1.0, 2.0, 0.5, 0.7]
+    keys[:4] = ["a", "b", "c", "d"]
+    rank, tier = assign_tiers(risk, s, keys, margin=margin)
+    assert rank[:4].tolist() == [2, 1, 4, 3]
+    # The red and orange boundaries fall inside tied pairs: the margin decides, not the key.
+    assert tier[:4].tolist() == ["orange", "red", "yellow", "orange"]
+    # Exactly equal margins only are ordered by key.
+    margin[1] = margin[0]
+    rank, _ = assign_tiers(risk, s, keys, margin=margin)
+    assert rank[:2].tolist() == [1, 2]
+
+
+def test_score_ranks_by_margin_through_a_step_calibrator() -> None:
+    """An old step-shaped (isotonic) artifact ties risks: ranks, tiers and capacity follow
+    the margin, and no tie at a tier boundary is split by pseudonym."""
+    frame = feature_frame(400, seed=3)
+    margin = plain_model().raw_margin(frame)
+    cuts = np.quantile(margin, [0.5, 0.8, 0.9, 0.99])
+    step = Calibrator("isotonic", x=tuple(np.repeat(cuts, 2) + np.tile([0, 1e-9], 4)),
+                      y=(0.01, 0.02, 0.02, 0.05, 0.05, 0.2, 0.2, 0.4))
+    model = train_artifact(feature_frame(400), rounds=25, calibrator=step)
+    # Reversed keys: a key tie-break would order every tied block backwards.
+    frame["household_key"] = [f"h{999 - i:03d}" for i in range(len(frame))]
+    out = score(frame, model, Settings(workers=1, rule_capacity_pct=0), AS_OF)
+    assert out["risk"].nunique() <= 5 < out["margin"].nunique()  # the steps tie risks
+    by_rank = out.sort_values("rank")
+    assert (np.diff(by_rank["margin"].to_numpy()) <= 0).all()
+    expected = np.lexsort((out["household_key"].to_numpy(), -out["margin"].to_numpy()))
+    assert out["rank"].to_numpy()[expected].tolist() == list(range(1, len(out) + 1))
+    # Tiers never differ between households with equal margins; a milder tier never has a
+    # higher margin.
+    severity = by_rank["tier"].map(SEVERITY).to_numpy()
+    assert (np.diff(severity) <= 0).all()
+    boundary = np.flatnonzero(np.diff(severity) < 0)
+    assert len(boundary) >= 2  # red/orange/yellow/none boundaries inside tied risk blocks
+    m = by_rank["margin"].to_numpy()
+    assert (m[boundary] > m[boundary + 1]).all()  # each boundary separates unequal margins
+
+
+def test_rule_only_alerts_break_equal_rule_scores_by_margin() -> None:
+    rule_score = np.array([1.0, 1.0, 1.0])
+    margin = np.array([-3.0, -1.0, -2.0])  # risks could be tied; margins are not
+    keys = np.array(["a", "b", "c"])
+    kept = rule_only_capped(rule_score, margin, np.zeros(3, bool), keys,
+                            Settings(rule_capacity_pct=34))  # 2 of 3
+    assert kept.tolist() == [False, True, True]
 
 
 def test_type_selection_threshold_and_fallback() -> None:
@@ -176,16 +235,28 @@ def test_alerts_go_into_the_store(tmp_path: Path) -> None:
 
 
 def test_score_command_end_to_end(tmp_path: Path) -> None:
+    import dataclasses
+
+    from doudi import registry
     from doudi.cli import app
 
     settings = write_world(tmp_path / "ws")
-    model_dir = typed_model().save(tmp_path / "model")
+    settings.key_file.parent.mkdir(parents=True)
+    settings.key_file.write_bytes(b"k" * 32)  # the workspace's key (ingest makes it)
+    model = dataclasses.replace(typed_model(), meta=dict(typed_model().meta))
+    registry.stamp(model.meta, registry.workspace(settings))  # this workspace's model
+    model_dir = model.save(tmp_path / "model")
     out = tmp_path / "out" / "scores.csv"
     env = {"DOUDI_HOME": str(settings.home), "DOUDI_WORKERS": "1", "DOUDI_OPERATOR": "clerk01",
            "DOUDI_CAPACITY_PCT": "20", "DOUDI_TIERS__YELLOW_TOP_PCT": "20",
            "DOUDI_TIERS__MIN_ALERT_RISK": "0"}
-    result = CliRunner().invoke(app, ["score", "--as-of", "2026-06", "--model",
-                                      str(model_dir), "--out", str(out)], env=env)
+    # the world's last delivery is 2026-03: scoring 2026-06 on it is a deliberate run
+    # a model folder is never the champion: refused without the flag, logged with it
+    args = ["score", "--as-of", "2026-06", "--allow-undelivered", "--model", str(model_dir),
+            "--out", str(out)]
+    result = CliRunner().invoke(app, args, env=env)
+    assert "is a model folder, not this workspace's champion" in str(result.exception)
+    result = CliRunner().invoke(app, [*args, "--allow-non-champion"], env=env)
     assert result.exit_code == 0, result.output
     exported = pd.read_csv(out, dtype={"household_id": str})
     assert sorted(exported["household_id"]) == sorted(v[1] for v in HOUSEHOLDS.values())
@@ -222,7 +293,8 @@ def test_explain_all_needs_an_out_file(tmp_path: Path) -> None:
 def test_score_command_without_a_model_is_a_user_error(tmp_path: Path) -> None:
     from doudi.cli import app
 
-    result = CliRunner().invoke(app, ["score", "--as-of", "2026-06", "--model",
+    write_world(tmp_path / "ws")  # delivered through 2026-03
+    result = CliRunner().invoke(app, ["score", "--as-of", "2026-03", "--model",
                                       str(tmp_path / "none")],
                                 env={"DOUDI_HOME": str(tmp_path / "ws")})
     assert result.exit_code != 0

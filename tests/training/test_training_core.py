@@ -60,7 +60,13 @@ def test_core_on_a_non_doudi_table(fitted: tuple[FitResult, pd.DataFrame, pd.Ser
     assert cmp.loc["lightgbm", "roc_auc"] > cmp.loc["rule:f0_rule", "roc_auc"]
     assert 0 <= cmp.loc["lightgbm", "ece"] < 0.05
     assert set(result.fold_metrics["fold"]) == {0, 1, 2}
-    assert result.calibration["method"] in ("isotonic", "platt")
+    assert result.calibration["method"] in ("isotonic_logit", "platt")
+    # Calibration never changes the ranking: after == before (the raw margin), to 1e-9.
+    m = result.test_metrics
+    for name in ("roc_auc", "pr_auc", "precision_at_k", "recall_at_k"):
+        assert m[name] == pytest.approx(m[f"margin_{name}"], abs=1e-9)
+    assert result.test_margin is not None
+    assert len(np.unique(result.test_probability)) == len(np.unique(result.test_margin))
     assert result.artifact.feature_names == list(X.columns)
     assert result.artifact.features[-1].kind == "categorical"
     assert result.fairness is not None and set(result.fairness.table["group"]) >= {"hill",

@@ -1,0 +1,354 @@
+"""The model registry's conventions, in one place (a ground module: training and serving
+both use it; it imports no stage package, and nothing heavy at import).
+
+- **Names.** One registered model per workspace: `doudi-risk-<fingerprint[:8]>`, or
+  `Settings.model_name`. Two workspaces sharing one tracking store never share aliases.
+  Aliases: `champion` (what scoring and the API use) and `challenger` (the newest version).
+- **URIs.** `models:/NAME@ALIAS` and `models:/NAME/VERSION` are parsed here only.
+- **The MLflow client.** Telemetry off (before mlflow is first imported), absolute
+  tracking URI from `Settings.tracking_uri()`.
+- **The workspace binding.** A workspace's fingerprint is HMAC-SHA256(pseudonym key,
+  b"doudi-workspace"), 12 hex: it names the workspace without revealing the key. Every
+  registered version carries it as the version tag `workspace` and in its artifact's
+  `meta.json` (so a model folder passed by path is checked too), plus the county codes it
+  was trained on (`counties`, informational). Every load (the training gate's champion,
+  score, promote, rollback, the API, the monthly "due" check) checks it: another
+  workspace's model, or one without the record (trained before the binding), is refused
+  with one line (`UserError`). A model trained on other households' pseudonyms would
+  score this workspace's households with features it never saw, for the wrong province.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from doudi.errors import UserError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from doudi.model_artifact import ModelArtifact
+    from doudi.settings import Settings
+
+BASE_NAME = "doudi-risk"
+CHAMPION, CHALLENGER = "champion", "challenger"
+WORKSPACE_KEY = "workspace"  # version tag and artifact meta key: the workspace fingerprint
+COUNTIES_KEY = "counties"  # version tag (comma-joined) and meta key (list): training counties
+KEY_BYTES = 32  # the pseudonym key's length (ingest creates it)
+FINGERPRINT_HEX = 12
+NAME_HEX = 8
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+_FINGERPRINT_MESSAGE = b"doudi-workspace"
+_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[^/@]+))")
+
+
+# -- the workspace ------------------------------------------------------------------------
+def read_key(key_file: Path) -> bytes | None:
+    """The workspace's pseudonym key, or None when the file does not exist (yet)."""
+    if not key_file.exists():
+        return None
+    key = key_file.read_bytes()
+    if len(key) < KEY_BYTES:
+        raise UserError(f"{key_file}: pseudonym key is shorter than {KEY_BYTES} bytes")
+    return key
+
+
+def fingerprint_of(key: bytes) -> str:
+    """The workspace fingerprint: 12 hex of HMAC-SHA256(key, b"doudi-workspace")."""
+    return hmac.digest(key, _FINGERPRINT_MESSAGE, "sha256").hex()[:FINGERPRINT_HEX]
+
+
+def default_model_name(fingerprint: str) -> str:
+    return f"{BASE_NAME}-{fingerprint[:NAME_HEX]}"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Who a model belongs to: the fingerprint, and the registered model name it uses."""
+
+    fingerprint: str
+    model_name: str
+
+    @classmethod
+    def from_key(cls, key: bytes, model_name: str | None = None) -> Workspace:
+        fp = fingerprint_of(key)
+        return cls(fp, model_name or default_model_name(fp))
+
+    @property
+    def short(self) -> str:
+        return self.fingerprint[:NAME_HEX]
+
+    @property
+    def champion_uri(self) -> str:
+        return f"models:/{self.model_name}@{CHAMPION}"
+
+
+def workspace(settings: Settings) -> Workspace:
+    """This workspace's binding, from its pseudonym key (created by `doudi ingest`)."""
+    key = read_key(settings.key_file)
+    if key is None:
+        raise UserError(
+            f"no pseudonym key at {settings.key_file}: this workspace ({settings.home}) has "
+            "no data yet, and its models are bound to that key; run `doudi ingest` first"
+        )
+    return Workspace.from_key(key, settings.model_name)
+
+
+def served_uri(settings: Settings) -> str:
+    """What the API serves: `Settings.api_model_uri`, else this workspace's champion."""
+    return settings.api_model_uri or workspace(settings).champion_uri
+
+
+def stamp(meta: dict[str, Any], ws: Workspace, counties: Iterable[str] = ()) -> None:
+    """Record the workspace (and training counties) in an artifact's meta, in place."""
+    meta[WORKSPACE_KEY] = ws.fingerprint
+    meta[COUNTIES_KEY] = sorted({str(c) for c in counties})
+
+
+def version_tags(ws: Workspace, counties: Iterable[str] = ()) -> dict[str, str]:
+    """The binding as registry version tags."""
+    return {WORKSPACE_KEY: ws.fingerprint,
+            COUNTIES_KEY: ",".join(sorted({str(c) for c in counties}))[:4900]}
+
+
+def _check(recorded: object, label: str, ws: Workspace) -> None:
+    if not recorded:
+        raise UserError(
+            f"model {label} has no workspace record (trained before models were bound to "
+            f"workspaces): retrain it in this workspace ({ws.short}…) with `doudi train`; "
+            "this workspace's own models: doudi models list"
+        )
+    if str(recorded) != ws.fingerprint:
+        raise UserError(
+            f"model {label} belongs to workspace {str(recorded)[:NAME_HEX]}…, not this one "
+            f"({ws.short}…); use this workspace's own models (doudi models list)"
+        )
+
+
+def check_version(mv: ModelVersion, ws: Workspace) -> None:
+    """Refuse a registered version that is not this workspace's (one-line UserError)."""
+    _check((mv.tags or {}).get(WORKSPACE_KEY), f"{mv.name}/{mv.version}", ws)
+
+
+def check_meta(meta: Mapping[str, Any], ws: Workspace, label: str) -> None:
+    """Refuse an artifact (its `meta.json`) that is not this workspace's."""
+    _check(meta.get(WORKSPACE_KEY), label, ws)
+
+
+# -- URIs -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelRef:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}" if self.alias else \
+            f"models:/{self.name}/{self.version}"
+
+
+def parse_uri(uri: str) -> ModelRef | None:
+    """The registry reference in `uri`; None for anything else (a model folder)."""
+    if not uri.startswith("models:/"):
+        return None
+    found = _URI.fullmatch(uri)
+    if found is None or (found["version"] is not None and not found["version"].isdigit()):
+        raise UserError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION "
+                        "(VERSION a number)")
+    return ModelRef(found["name"], found["alias"], found["version"])
+
+
+# -- the client -------------------------------------------------------------------------------
+def disable_telemetry() -> None:
+    """MLflow >= 3.2 reports usage unless told not to; it reads this when first imported."""
+    os.environ.update(TELEMETRY_OFF)
+
+
+def client(tracking_uri: str | None = None) -> MlflowClient:
+    """An MlflowClient on `tracking_uri` (default: `Settings().tracking_uri()`), also made
+    MLflow's global URI (`models:/` downloads use that one)."""
+    disable_telemetry()
+    import mlflow
+    from mlflow import MlflowClient
+
+    if tracking_uri is None:
+        from doudi.settings import get_settings
+
+        tracking_uri = get_settings().tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+# -- lookups ------------------------------------------------------------------------------------
+def resolve(mlflow_client: MlflowClient, ref: ModelRef, ws: Workspace) -> ModelVersion:
+    """The version `ref` points at, checked to be this workspace's."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if ref.alias:
+            mv = mlflow_client.get_model_version_by_alias(ref.name, ref.alias)
+        else:
+            mv = mlflow_client.get_model_version(ref.name, str(ref.version))
+    except MlflowException as err:
+        raise UserError(
+            f"no model at {ref.uri} in {mlflow_client.tracking_uri}: train one first "
+            "(`doudi monthly` or `doudi train`), or pass another model "
+            "(doudi models list)") from err
+    check_version(mv, ws)
+    return mv
+
+
+def known_versions(mlflow_client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of registered model `name`, oldest first (none when it does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = mlflow_client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def version(mlflow_client: MlflowClient, ws: Workspace, number: str | int) -> ModelVersion:
+    """An operator's `VERSION` (a number, or `models:/NAME/N`) of this workspace's model."""
+    text = str(number).strip()
+    ref = parse_uri(text) if text.startswith("models:/") else None
+    if ref is not None:
+        if ref.alias:
+            raise UserError(f"{text}: give a version, not an alias (models:/NAME/N or N)")
+        mv = resolve(mlflow_client, ref, ws)
+        if mv.name != ws.model_name:
+            raise UserError(f"{text}: this workspace's registered model is {ws.model_name}; "
+                            "give one of its versions (doudi models list)")
+        return mv
+    if not text.isdigit():
+        raise UserError(f"{text!r} is not a version number: give the number shown by "
+                        "`doudi models list` (e.g. 3)")
+    known = known_versions(mlflow_client, ws.model_name)
+    match = [v for v in known if str(v.version) == str(int(text))]
+    if not match:
+        listed = ", ".join(str(v.version) for v in known) or "none yet: train one (doudi train)"
+        raise UserError(f"{ws.model_name} has no version {text} (known: {listed})")
+    check_version(match[0], ws)
+    return match[0]
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    as_of: str | None
+
+
+def champion(mlflow_client: MlflowClient, ws: Workspace) -> ModelVersion | None:
+    """This workspace's champion version (checked), or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = mlflow_client.get_model_version_by_alias(ws.model_name, CHAMPION)
+    except MlflowException:  # no registered model, or no champion alias yet
+        return None
+    check_version(mv, ws)
+    return mv
+
+
+def find_champion(settings: Settings) -> Champion | None:
+    """The champion's version and training as-of month (tags), or None without one."""
+    mv = champion(client(settings.tracking_uri()), workspace(settings))
+    return None if mv is None else Champion(str(mv.version), mv.tags.get("as_of"))
+
+
+def load_model(uri: str, settings: Settings) -> tuple[ModelArtifact, str | None]:
+    """The artifact at `uri` (registry URI or model folder), checked to be this
+    workspace's, and its registry label `<name>/<version>` (None for a folder)."""
+    from doudi.model_artifact import load_artifact
+
+    ref = parse_uri(uri)
+    if ref is None and not Path(uri).is_dir():
+        raise UserError(f"--model {uri}: no such model folder")
+    ws = workspace(settings)
+    if ref is None:
+        artifact = load_artifact(uri)
+        check_meta(artifact.meta, ws, uri)
+        return artifact, None
+    mv = resolve(client(settings.tracking_uri()), ref, ws)
+    label = f"{mv.name}/{mv.version}"
+    artifact = load_artifact(f"models:/{mv.name}/{mv.version}")
+    check_meta(artifact.meta, ws, label)
+    return artifact, label
+
+
+def check_folder(path: Path, ws: Workspace) -> None:
+    """A model folder's binding, from its meta.json alone (no LightGBM load)."""
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        raise UserError(f"{path} is not a model folder (no meta.json)")
+    check_meta(json.loads(meta_file.read_text(encoding="utf-8")), ws, str(path))
+
+
+# -- the operators' list ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VersionRow:
+    """One line of `doudi models list`."""
+
+    name: str
+    version: str
+    as_of: str | None
+    trained_from: str | None
+    trained_through: str | None
+    roc_auc: float | None
+    pr_auc: float | None
+    precision_at_k: float | None
+    aliases: tuple[str, ...]
+    workspace: str  # "ours", "other" or "none" (no record: trained before the binding)
+    created: str
+
+
+def _float(tags: Mapping[str, str], key: str) -> float | None:
+    try:
+        return float(tags[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def version_rows(mlflow_client: MlflowClient, ws: Workspace, *,
+                 every_workspace: bool = False) -> list[VersionRow]:
+    """This workspace's versions (or every `doudi-risk*` model's), newest first."""
+    from datetime import UTC, datetime
+
+    names = [ws.model_name]
+    if every_workspace:
+        found = {m.name for m in mlflow_client.search_registered_models()}
+        names = sorted(n for n in found if n.startswith(BASE_NAME)) or names
+    rows = []
+    for name in names:
+        versions = known_versions(mlflow_client, name)
+        if not versions:
+            continue
+        # search results carry no aliases: the registered model has them
+        aliases: dict[str, list[str]] = {}
+        for alias, number in (mlflow_client.get_registered_model(name).aliases or {}).items():
+            aliases.setdefault(str(number), []).append(alias)
+        for mv in versions:
+            tags = mv.tags or {}
+            recorded = tags.get(WORKSPACE_KEY)
+            owner = "none" if not recorded else "ours" if recorded == ws.fingerprint else "other"
+            created = datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, UTC)
+            rows.append(VersionRow(
+                name=mv.name, version=str(mv.version), as_of=tags.get("as_of"),
+                trained_from=tags.get("trained_from"), trained_through=tags.get("trained_through"),
+                roc_auc=_float(tags, "test_roc_auc"), pr_auc=_float(tags, "test_pr_auc"),
+                precision_at_k=_float(tags, "test_precision_at_k"),
+                aliases=tuple(sorted(aliases.get(str(mv.version), ()))), workspace=owner,
+                created=created.strftime("%Y-%m-%d %H:%M UTC")))
+    return sorted(rows, key=lambda r: (r.name != ws.model_name, r.name, -int(r.version)))
