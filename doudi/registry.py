@@ -20,8 +20,10 @@ both use it; it imports no stage package, and nothing heavy at import).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -186,8 +188,133 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
         from doudi.settings import get_settings
 
         tracking_uri = get_settings().tracking_uri()
+    ensure_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+# -- the store's schema ----------------------------------------------------------------------
+# MLflow creates a SQLite store's ~30 tables lazily, without a lock and without a transaction
+# (SQLite DDL autocommits): two first runs at once raced ("table scorers already exists" on
+# every later run), and a kill -9 in the middle left a store no later run could open. So a
+# SQLite store is created here, whole, before MLflow opens it: in a temp file beside it,
+# under a lock beside it (the store may be shared by workspaces), renamed into place.
+_READY: set[Path] = set()  # stores this process has seen complete
+_DATA_TABLES = ("runs", "registered_models", "model_versions")
+
+
+def sqlite_store_path(tracking_uri: str) -> Path | None:
+    """The file of a `sqlite:///` tracking URI; None for other stores and `:memory:`."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path).resolve()
+
+
+def _store_state(path: Path) -> tuple[str, str]:
+    """("missing" | "complete" | "partial", detail) of a SQLite MLflow store."""
+    import sqlite3
+
+    # importing mlflow's db utils registers every table of the schema in Base.metadata
+    from mlflow.store.db.utils import Base, _get_latest_schema_revision
+
+    if not path.exists():
+        return "missing", ""
+    expected = set(Base.metadata.tables)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master "
+                                               "WHERE type = 'table'")}
+            revision = db.execute("SELECT version_num FROM alembic_version").fetchone() \
+                if "alembic_version" in tables else None
+    except sqlite3.DatabaseError as err:
+        return "partial", f"not a readable SQLite database ({err})"
+    missing = sorted(expected - tables)
+    head = _get_latest_schema_revision()
+    if not missing and revision is not None and revision[0] == head:
+        return "complete", ""
+    have = len(expected & tables)
+    return "partial", (f"{have} of {len(expected)} tables, schema revision "
+                       f"{revision[0] if revision else 'none'} (expected {head})")
+
+
+def _holds_data(path: Path) -> bool:
+    """Does a (possibly half-created) store hold runs, models or experiments of its own?"""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master "
+                                           "WHERE type = 'table'")}
+        counts = [db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                  for t in _DATA_TABLES if t in tables]
+        if "experiments" in tables:  # experiment 0, "Default", is MLflow's own
+            counts.append(db.execute(
+                "SELECT COUNT(*) FROM experiments WHERE experiment_id != 0").fetchone()[0])
+    return any(counts)
+
+
+def ensure_store(tracking_uri: str) -> None:
+    """Make sure a SQLite tracking store exists with MLflow's whole schema, created once,
+    atomically. A half-created store (a run killed while MLflow created it, or two first
+    runs racing before this existed) that holds no runs, models or experiments is moved
+    aside (`<name>.broken-<time>`) and created anew; one holding data is refused in one
+    line (docs/operations.md "After a crash"). Other stores (PostgreSQL, ...): MLflow's."""
+    path = sqlite_store_path(tracking_uri)
+    if path is None or path in _READY:
+        return
+    disable_telemetry()
+    if _store_state(path)[0] == "complete":
+        _READY.add(path)
+        return
+    import fcntl
+    import time
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.init.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the other initialiser finishes in seconds: wait
+        state, detail = _store_state(path)  # again, under the lock: someone may have made it
+        if state == "partial":
+            if _holds_data(path):
+                raise UserError(
+                    f"MLflow store {path} is half-initialised ({detail}) and holds runs or "
+                    "models: back it up, then run `mlflow db upgrade sqlite:///"
+                    f"{path}`, or move it aside and retrain (docs/operations.md "
+                    "\"After a crash\")")
+            aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}")
+            path.replace(aside)
+            logging.getLogger(__name__).warning(
+                "MLflow store %s was half-initialised (%s) and empty: moved to %s and "
+                "created anew", path, detail, aside.name)
+        if state != "complete":
+            _create_store(path)
+        _READY.add(path)
+    finally:
+        os.close(fd)
+
+
+def _create_store(path: Path) -> None:
+    """MLflow's tables in a temp file beside `path`, then renamed onto it (atomic)."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    tmp = path.with_name(f".{path.name}.init-{os.getpid()}.tmp")
+    for leftover in path.parent.glob(f".{path.name}.init-*.tmp*"):
+        leftover.unlink()  # a killed initialiser's (we hold the init lock)
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    with tmp.open("rb+") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 # -- lookups ------------------------------------------------------------------------------------

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     api_max_households: int = Field(
         5000, ge=1, description="Most household keys (and list rows) one API request may ask for."
     )
+    api_max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest API request body; larger ones are refused (413) before being "
+        "read (5,000 pseudonyms take about 130 kB).",
+    )
     feed_cadence: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_FEED_CADENCE),
         description="Expected delivery cadence per feed, `monthly` or `sparse`; feeds not "

@@ -7,8 +7,14 @@ computes every requested as-of month. Tasks run in a process pool of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -58,6 +64,35 @@ def _county_task(
     return out.sort_values(["as_of", "household_key"], kind="stable", ignore_index=True)
 
 
+WATCHDOG_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int, pdeathsig: bool) -> None:
+    """Pool worker initializer: exit as soon as `parent` is gone.
+
+    Linux: the kernel sends SIGKILL when the parent dies (`PR_SET_PDEATHSIG`). It fires
+    when the *thread* that forked the worker ends, so only for pools made in the main
+    thread (the CLI); a parent-pid watchdog thread covers the rest and other systems.
+    """
+    if pdeathsig and sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_SECONDS)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="doudi-parent-watchdog", daemon=True).start()
+
+
 def _run(
     warehouse: Path, months: list[date], settings: Settings, task: Task,
     known_by: date | None = None, county: str | None = None,
@@ -75,7 +110,12 @@ def _run(
         # threads) open between calls; spawn where fork does not exist.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        # Workers die with this process (a kill -9 of it left forked workers waiting on
+        # their task queue for 22 minutes, holding its open files and the workspace lock).
+        own_thread = threading.current_thread() is threading.main_thread()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                 initializer=_die_with_parent,
+                                 initargs=(os.getpid(), own_thread)) as pool:
             futures = [pool.submit(_county_task, warehouse, c, months, settings, task, known_by)
                        for c in todo]
             parts = [fut.result() for fut in futures]

@@ -3,7 +3,8 @@
     ingest(raw_dir, settings)    check, pseudonymise and write (atomic, incremental)
     validate(raw_dir, settings)  the same checks, nothing written
 
-Layout and schemas: `doudi.warehouse`; identities: `ingest.vault`.
+Layout and schemas: `doudi.warehouse`; identities: `ingest.vault`; rows waiting for
+their household or person: `ingest.pending`; how files are named: `ingest.names`.
 """
 
 from __future__ import annotations

@@ -76,8 +76,10 @@ def render() -> str:
         "Not row rules: exact duplicate rows are stored once and counted (contract: “Exact "
         "duplicate rows are kept once and counted, not rejected”); file-level problems "
         "(missing required feed or column, unreadable, undecodable or malformed file, a "
-        "column given twice, unknown folders or files without `--allow-unknown`) stop the "
-        "run with one line naming the file (`docs/warehouse.md`).",
+        "header row over 64 KiB, a column given twice, unknown folders or files, symbolic "
+        "links out of the raw folder, broken links, without `--allow-unknown`) stop the "
+        "run with one line naming the file by its scrubbed reference (`docs/warehouse.md`). "
+        "A CSV holding only its header row is an empty delivery.",
         "",
     ]
     return "\n".join(lines)

@@ -94,14 +94,8 @@ PSEUDONYMS_ONLY = (
 
 
 # -- validation ----------------------------------------------------------------------------
-def _shown(value: object) -> str:
-    """A value for an error message, unless it could be an identifier (never echoed)."""
-    text = str(value)
-    if len(text) > 12 or sum(c.isdigit() for c in text) > 8:
-        return f"a {len(text)}-character value"
-    return repr(text)
-
-
+# Error messages name the field and the rule, never the value: a caller may have put a raw
+# ID number or a name anywhere (key_problem describes a rejected key without repeating it).
 def key_problem(key: str) -> str | None:
     """None for a household pseudonym, else what is wrong (without repeating the key)."""
     if not isinstance(key, str):
@@ -148,9 +142,7 @@ def check_keys(keys: Sequence[str], max_households: int) -> list[str]:
 
 def _check_limit(limit: int, max_households: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= max_households:
-        raise BadRequestError(
-            f"limit must be an integer from 1 to {max_households}, not {_shown(limit)}"
-        )
+        raise BadRequestError(f"limit must be an integer from 1 to {max_households}")
     return limit
 
 
@@ -257,9 +249,7 @@ class RiskLookup:
         settings = self.settings
         latest = latest_delivered_month(settings.warehouse_dir)
         if as_of > Month.today():
-            raise BadRequestError(
-                f"as_of {as_of} is in the future (this month is {Month.today()})"
-            )
+            raise BadRequestError(f"as_of {as_of} is in the future (this month is {Month.today()})")
         if latest is None:
             raise NotFoundError(
                 f"the warehouse has no data yet (run `doudi ingest`); "
@@ -450,14 +440,10 @@ class RiskLookup:
         from serving.store import Status, list_alerts
 
         if township is not None and not (isinstance(township, str) and _TOWNSHIP.match(township)):
-            raise BadRequestError(
-                f"township must be a 9-digit township code, not {_shown(township)}"
-            )
+            raise BadRequestError("township must be a 9-digit township code")
         statuses = [s.value for s in Status]
         if status is not None and status not in statuses:
-            raise BadRequestError(
-                f"status must be one of {', '.join(statuses)}, not {_shown(status)}"
-            )
+            raise BadRequestError(f"status must be one of {', '.join(statuses)}")
         limit = _check_limit(limit, self.settings.api_max_households)
         frame = list_alerts(self._alert_store(), township=township, status=status).head(limit)
         out: list[dict[str, Any]] = []

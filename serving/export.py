@@ -7,16 +7,25 @@
   settings.operator, when, township, how many households, the file paths).
 - `write_operator_export`: every in-scope household's score for the operator, keyed by
   the original household number (CSV or Parquet by extension), audited per township.
+- `export_new_alerts`: `doudi monthly`'s loop: every township with new alerts.
 
-Files holding re-identified data are created 0600.
+Files holding re-identified data are created 0600. Text is written as text, never as a
+formula, and a bad character never fails an export (`doudi.safe_text`). Each export is
+all or nothing (`serving.staging`): files staged privately, the audit row and the
+dispatch committed in one transaction, then the files moved into place; a crashed
+export is finished or deleted by the next run over its folder (`recover_exports`).
+Errors name the alert id, never a household number.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -24,10 +33,11 @@ from doudi.contract import RISK_TYPES
 from doudi.errors import UserError
 from doudi.idnumber import mask_id
 from doudi.months import Month
+from doudi.safe_text import csv_text, encode_gbk, xlsx_cell
 from doudi.settings import Settings
 from ingest.vault import Identity, reidentify
+from serving.staging import Recovered, Staging, recover
 from serving.store import AlertStore, alerts_for_export
-from serving.store.models import ExportAudit
 
 TIER_ZH = {"red": "红色", "orange": "橙色", "yellow": "黄色", "none": ""}
 # Caseworker sheet: header -> column width (characters); reasons get the room.
@@ -41,8 +51,18 @@ SHEET_COLUMNS: dict[str, int] = {
     "户主身份证号": 20,
     "预警编号": 10,
 }
+# Identifier columns: a spreadsheet must keep them verbatim (no 6.2E+15, no dates).
+SHEET_VERBATIM = frozenset({"户编号", "村代码", "户主身份证号"})
+# Cells doudi composes of lines (numbered reasons): their line breaks stay in the workbook.
+SHEET_MULTILINE = frozenset({"预警原因"})
+ALERT_ID_COLUMN = "预警编号"
 OPERATOR_COLUMNS = ["household_id", "as_of", "risk", "tier", "risk_types", "departments",
                     "reasons", "rule_triggers", "model_version"]
+
+
+class ExportError(UserError):
+    """An export failed; nothing of it is visible (or, after its commit, the next run
+    finishes it). The message names alert ids and townships, never a household number."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +72,15 @@ class TownshipExport:
     csv: Path
     households: int
     audit_id: int
+    gbk_escaped: int = 0  # characters GBK lacks, written as escapes in the CSV
 
 
-def _private_file(path: Path) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
+@dataclass(frozen=True)
+class MonthlyExports:
+    """`export_new_alerts`: the townships exported and staging folders recovered."""
+
+    exports: list[TownshipExport] = field(default_factory=list)
+    recovered: list[Recovered] = field(default_factory=list)
 
 
 def _identities(keys: Iterable[str], settings: Settings, purpose: str) -> dict[str, Identity]:
@@ -111,8 +135,25 @@ def township_sheet(alerts: pd.DataFrame, households: dict[str, Identity],
     }, columns=list(SHEET_COLUMNS))
 
 
-def write_workbook(sheet: pd.DataFrame, path: Path, title: str) -> None:
-    """A phone-readable workbook: wrapped text, frozen header row, set column widths."""
+def _row_error(label: str, exc: Exception) -> ExportError:
+    # The exception's own text may quote the value (openpyxl does): name the row only.
+    return ExportError(f"{label}: its row could not be written ({type(exc).__name__}); "
+                       "nothing of this export was kept")
+
+
+def _row_labels(sheet: pd.DataFrame) -> list[str]:
+    if ALERT_ID_COLUMN in sheet.columns:
+        return [f"alert {v}" for v in sheet[ALERT_ID_COLUMN]]
+    return [f"row {i}" for i in range(2, len(sheet) + 2)]
+
+
+def write_workbook(sheet: pd.DataFrame, path: Path, title: str,
+                   widths: dict[str, int] | None = None,
+                   multiline: Iterable[str] = SHEET_MULTILINE) -> None:
+    """A phone-readable workbook: wrapped text, frozen header row, set column widths.
+
+    Every text cell is a typed string cell (`doudi.safe_text.xlsx_cell`): never a formula.
+    """
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font
     from openpyxl.utils import get_column_letter
@@ -120,20 +161,61 @@ def write_workbook(sheet: pd.DataFrame, path: Path, title: str) -> None:
     book = Workbook()
     ws = book.active
     ws.title = title[:31]
-    ws.append(list(sheet.columns))
-    for row in sheet.itertuples(index=False):
-        ws.append(list(row))
     wrap = Alignment(wrap_text=True, vertical="top")
-    for cells in ws.iter_rows():
-        for cell in cells:
-            cell.alignment = wrap
-            cell.font = Font(size=12, bold=cell.row == 1)
-    for i, width in enumerate(SHEET_COLUMNS.values(), 1):
+    header, body = Font(size=12, bold=True), Font(size=12)
+    for c, name in enumerate(sheet.columns, 1):
+        cell = ws.cell(1, c)
+        xlsx_cell(cell, name)
+        cell.alignment, cell.font = wrap, header
+    lines = [name in set(multiline) for name in sheet.columns]
+    for r, (label, row) in enumerate(zip(_row_labels(sheet), sheet.itertuples(index=False),
+                                         strict=True), 2):
+        try:
+            for c, (value, many) in enumerate(zip(row, lines, strict=True), 1):
+                cell = ws.cell(r, c)
+                xlsx_cell(cell, value, multiline=many)
+                cell.alignment, cell.font = wrap, body
+        except Exception as exc:
+            raise _row_error(label, exc) from None
+    for i, width in enumerate((widths or SHEET_COLUMNS).values(), 1):
         ws.column_dimensions[get_column_letter(i)].width = width
     ws.freeze_panes = "A2"
     ws.page_setup.fitToWidth = 1
-    _private_file(path)
-    book.save(path)
+    with path.open("wb") as fh:  # the staged file exists already, 0600
+        book.save(fh)
+
+
+def write_csv(sheet: pd.DataFrame, path: Path, *, encoding: str = "gbk",
+              verbatim: Iterable[str] = SHEET_VERBATIM) -> int:
+    """The sheet as CSV, every field text-as-text (`doudi.safe_text.csv_text`).
+
+    GBK: characters it lacks are written as escapes (`\\U0001f600`); returns how many.
+    """
+    keep = [name in set(verbatim) for name in sheet.columns]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow([csv_text(name) for name in sheet.columns])
+    for label, row in zip(_row_labels(sheet), sheet.itertuples(index=False), strict=True):
+        try:
+            writer.writerow([_csv_field(v, k) for v, k in zip(row, keep, strict=True)])
+        except Exception as exc:
+            raise _row_error(label, exc) from None
+    text = buffer.getvalue()
+    if encoding == "gbk":
+        data, escaped = encode_gbk(text)
+    else:
+        data, escaped = text.encode(encoding), 0
+    with path.open("wb") as fh:
+        fh.write(data)
+    return escaped
+
+
+def _csv_field(value: Any, verbatim: bool) -> Any:
+    if isinstance(value, bool | int | float) and not isinstance(value, str):
+        return value if value == value else ""
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        return _csv_field(value.item(), verbatim)
+    return csv_text(value, verbatim=verbatim)
 
 
 def known_townships(settings: Settings) -> list[str]:
@@ -168,15 +250,22 @@ def check_townships(settings: Settings, codes: Sequence[str]) -> None:
             )
 
 
+def recover_exports(store: AlertStore, folder: Path) -> Recovered:
+    """Finish committed and delete abandoned exports a crash left in `folder`."""
+    return recover(folder, store.export_committed)
+
+
 def export_township(store: AlertStore, township_code: str, settings: Settings,
                     out_dir: Path, as_of: Month | None = None) -> TownshipExport:
     """Write one township's new alerts (xlsx + GBK CSV), dispatch them, audit the export.
 
     `as_of` names the files' month (default: the newest alert's month). A code that is
-    not a township on the roster is a UserError before anything is written.
+    not a township on the roster is a UserError before anything is written. All or
+    nothing: on any error no file is visible, no alert dispatched, no audit row written.
     """
     if not (len(township_code) == 9 and township_code.isdigit()):
         raise UserError(f"a township code has 9 digits, not {township_code!r}")
+    recover_exports(store, out_dir)
     alerts = alerts_for_export(store, township_code)
     if alerts.empty:  # with alerts it is a township; without, it must be on the roster
         check_townships(settings, [township_code])
@@ -191,19 +280,68 @@ def export_township(store: AlertStore, township_code: str, settings: Settings,
     found = _identities([*keys, *heads.values()], settings, purpose) if keys else {}
     _require_all(keys, found, "household number")
     sheet = township_sheet(alerts, found, heads, found)
+    alert_ids = alerts["alert_id"].astype(int).tolist()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = store.now().strftime("%Y%m%dT%H%M%S")
-    stem = f"alerts_{township_code}_{month}_{stamp}"
-    workbook, csv = out_dir / f"{stem}.xlsx", out_dir / f"{stem}.csv"
-    write_workbook(sheet, workbook, f"{township_code} 预警")
-    _private_file(csv)
-    flat = sheet.assign(预警原因=[str(t).replace("\n", "；") for t in sheet["预警原因"]])
-    flat.to_csv(csv, index=False, encoding="gbk")
-    audit_id = store.record_export(alerts["alert_id"].astype(int).tolist(),
-                                   actor=settings.operator, township_code=township_code,
-                                   file_path=f"{workbook};{csv}")
-    return TownshipExport(township_code, workbook, csv, len(set(keys)), audit_id)
+    with Staging.create(out_dir) as stage:
+        # The token's head keeps two exports of one second apart (and names the audit's files).
+        stem = f"alerts_{township_code}_{month}_{stamp}_{stage.token[:6]}"
+        workbook, csv_path = stage.final(f"{stem}.xlsx"), stage.final(f"{stem}.csv")
+        write_workbook(sheet, stage.file(workbook.name), f"{township_code} 预警")
+        flat = sheet.assign(预警原因=[str(t).replace("\n", "；") for t in sheet["预警原因"]])
+        escaped = write_csv(flat, stage.file(csv_path.name))
+        stage.seal()
+        audit_id = store.record_export(alert_ids, actor=settings.operator,
+                                       township_code=township_code,
+                                       file_path=f"{workbook};{csv_path}",
+                                       export_token=stage.token)
+        stage.committed = True
+        _publish(stage, f"township {township_code} (audit #{audit_id})")
+    return TownshipExport(township_code, workbook, csv_path, len(set(keys)), audit_id, escaped)
+
+
+def _publish(stage: Staging, what: str) -> None:
+    try:
+        stage.publish()
+    except OSError as exc:
+        raise ExportError(
+            f"{what}: committed, but its files could not be moved into {stage.folder} "
+            f"({exc.strerror or type(exc).__name__}); run the export again to finish it"
+        ) from None
+
+
+def monthly_export_dir(settings: Settings, as_of: Month) -> Path:
+    return settings.home / "exports" / str(as_of)
+
+
+def export_new_alerts(store: AlertStore, settings: Settings, as_of: Month) -> MonthlyExports:
+    """`doudi monthly`'s exports: every township with new alerts, to `exports/<as_of>/`.
+
+    First finishes or deletes what a crashed run left under `exports/` (any month).
+    One township's failure does not stop the others; afterwards an ExportError names
+    every failed township (rerunning retries exactly those: the others are dispatched).
+    """
+    from serving.store import list_alerts
+
+    root = settings.home / "exports"
+    recovered = [recover_exports(store, root)]
+    if root.is_dir():
+        recovered += [recover_exports(store, sub) for sub in sorted(root.iterdir())
+                      if sub.is_dir() and not sub.is_symlink()]
+    out_dir = monthly_export_dir(settings, as_of)
+    new = list_alerts(store, status="new")
+    done = MonthlyExports(recovered=recovered)
+    failed: list[str] = []
+    for township in sorted(set(new["township_code"].astype(str))):
+        try:
+            done.exports.append(export_township(store, township, settings, out_dir, as_of))
+        except UserError as exc:
+            failed.append(f"township {township}: {exc}")
+    if failed:
+        raise ExportError(f"{len(failed)} of {len(failed) + len(done.exports)} township "
+                          f"export(s) failed (the others are exported): {failed[0]}"
+                          + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""))
+    return done
 
 
 def operator_frame(scored: pd.DataFrame, households: dict[str, Identity]) -> pd.DataFrame:
@@ -224,7 +362,13 @@ def operator_frame(scored: pd.DataFrame, households: dict[str, Identity]) -> pd.
 
 def write_operator_export(scored: pd.DataFrame, path: Path, settings: Settings,
                           store: AlertStore) -> int:
-    """Write the operator export (.csv or .parquet); returns rows. Audited per township."""
+    """Write the operator export (.csv or .parquet); returns rows. Audited per township.
+
+    Staged beside `path`, audited, then renamed onto it: `path` is the whole new export
+    or (after any failure) untouched. The CSV is UTF-8 with text-as-text fields (no
+    formula; identifiers without a tab, so they match the departments' numbers);
+    Parquet keeps the exact values (typed strings, read by programs, not spreadsheets).
+    """
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise UserError(f"--out must end in .csv or .parquet, not {path.name!r}")
@@ -233,26 +377,18 @@ def write_operator_export(scored: pd.DataFrame, path: Path, settings: Settings,
     found = _identities(keys, settings, f"operator score export as of {as_of}")
     _require_all(keys, found, "household number")
     frame = operator_frame(scored, found)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _private_file(path)
-    if suffix == ".csv":
-        frame.to_csv(path, index=False, encoding="utf-8")
-    else:
-        frame.to_parquet(path, index=False)
     townships = scored["village_code"].astype(str).str[:9].value_counts().sort_index()
     counts = [(str(code), int(count)) for code, count in townships.items()]
-    record_operator_audit(store, settings.operator, counts, path)
+    recover_exports(store, path.parent)  # a crashed earlier --out lands before this one
+    with Staging.create(path.parent) as stage:
+        staged = stage.file(path.name)
+        if suffix == ".csv":
+            write_csv(frame, staged, encoding="utf-8", verbatim=())
+        else:
+            frame.to_parquet(staged, index=False)
+        stage.seal()
+        store.record_audits(counts, actor=settings.operator, file_path=path,
+                            export_token=stage.token)
+        stage.committed = True
+        _publish(stage, f"operator export {path.name}")
     return len(frame)
-
-
-def record_operator_audit(store: AlertStore, actor: str,
-                          township_counts: Iterable[tuple[str, int]], path: Path) -> list[int]:
-    """One export-audit row per township of an operator export (nothing is dispatched)."""
-    now = store.now()
-    with store.transaction() as session:
-        rows = [ExportAudit(actor=actor, at=now, township_code=str(code),
-                            household_count=int(count), file_path=str(path))
-                for code, count in township_counts]
-        session.add_all(rows)
-        session.flush()
-        return [r.id for r in rows]

@@ -7,8 +7,11 @@ A thin layer: each endpoint parses `as_of` into a `doudi.months.Month` (the edge
 `InvalidArgument`, `NotFoundError` -> 404 `NotFound`). BentoML logs every exception an
 endpoint raises as an ERROR with its stack; a 4xx is the caller's mistake, so
 `ClientErrorsInOneLine` turns those into one WARNING line (method, route, status, the
-field and rule; never the request's content). Nothing runs
-at import but the decorator; the model loads in `__init__`, inside the worker. Start it
+field and rule; never the request's content). In front of the endpoints,
+`RequestGuard` takes JSON only (415) and bodies up to `settings.api_max_body_bytes` (413),
+and `BoundedMetricLabels` labels /metrics by route, never by the raw URL path (docs/api.md
+"Errors", "/metrics"). At import: the decorator, the middleware's registration and the
+metrics class swap, nothing else; the model loads in `__init__`, inside the worker. Start it
 with `BENTOML_DO_NOT_TRACK=true`, `MLFLOW_DISABLE_TELEMETRY=true` and `BENTOML_HOME` in the
 workspace (`doudi serve` sets all three).
 
@@ -22,11 +25,14 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import bentoml
+from bentoml._internal.server.http import instruments
+from bentoml._internal.utils.uri import join_paths
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from doudi.errors import UserError
 from doudi.months import Month
@@ -45,6 +51,27 @@ class _Request(BaseModel):
     # A malformed body is a 400 whose log line must not quote the input: a caller may
     # have sent a raw ID number where a pseudonym belongs. Unknown fields are errors.
     model_config = ConfigDict(hide_input_in_errors=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any) -> Any:
+        # pydantic's own `extra_forbidden` error puts the unknown key in `loc`, which BentoML
+        # returns in the 400 body: a caller who sent an ID number as a field *name* would get
+        # it back. Refuse unknown keys here, counted but never named (`extra="forbid"` stays
+        # as the backstop). No field of these models is a dict, so no other `loc` can hold
+        # request content: only field names and list positions.
+        if isinstance(data, dict):
+            unknown = sum(1 for key in data if key not in cls.model_fields)
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_field",
+                    "{count} unknown field(s); this endpoint takes only: {fields}",
+                    {
+                        "count": unknown,
+                        "fields": ", ".join(cls.model_fields) or "no fields ({} is the body)",
+                    },
+                )
+        return data
 
 
 class ScoreRequest(_Request):
@@ -72,11 +99,15 @@ class AlertsRequest(_Request):
 
 
 def parse_as_of(value: str) -> Month:
-    """The request's `as_of`: YYYY-MM, or a date in the month (documented): 400 otherwise."""
+    """The request's `as_of`: YYYY-MM, or a date in the month (documented): 400 otherwise.
+
+    The message names the rule, never the value: `Month.parse` repeats short values, and a
+    short value may be a name."""
     try:
         return Month.parse(value, what="as_of", allow_date=True)
     except UserError as err:
-        raise BadRequestError(str(err)) from None
+        # Month.parse says "<what> <value>: <rule>"; no rule contains ": ".
+        raise BadRequestError(f"as_of: {str(err).rsplit(': ', 1)[-1]}") from None
 
 
 # -- one line per 4xx ------------------------------------------------------------------------
@@ -85,12 +116,11 @@ def parse_as_of(value: str) -> Month:
 BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
 _FIELDS = ("household_keys", "household_key", "as_of", "explain", "limit", "township", "status")
 _FIELD = re.compile(r"\b(" + "|".join(_FIELDS) + r")\b")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 
 
 def _loc(parts: tuple[Any, ...]) -> str:
-    """A pydantic error location, with anything not shaped like a field name withheld."""
-    shown = [str(p) if isinstance(p, int) or _NAME.fullmatch(str(p)) else "?" for p in parts]
+    """A pydantic error location: our field names and list positions; anything else withheld."""
+    shown = [str(p) if isinstance(p, int) or p in _FIELDS else "?" for p in parts]
     return ".".join(shown) or "body"
 
 
@@ -133,6 +163,147 @@ def quiet_client_errors() -> None:
         logger.addFilter(ClientErrorsInOneLine())
 
 
+# -- the HTTP surface: bounded metric labels, JSON only, bounded bodies -----------------------
+# BentoML 1.4.40 labels its request metrics with the raw URL path
+# (`bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware`, the outermost
+# middleware `_bentoml_impl.server.app.ServiceAppFactory.middlewares` builds): every unknown
+# path became a new label value for good (500 random paths grew /metrics from 95 kB to
+# 1.9 MB), and the access log printed whatever path was asked for. BentoML has no setting
+# for it, so the middleware class is replaced by `BoundedMetricLabels`, which hands the
+# metrics, tracing and access-log layers a known route or `OTHER`; `RequestGuard` (our own
+# middleware, inside those) puts the real path back before routing.
+OTHER = "other"
+_SYSTEM_ROUTES = frozenset(
+    {"/", "/docs.json", "/schema.json", "/metrics", "/livez", "/healthz", "/readyz"}
+)
+_STATIC = "/static_content"  # the Swagger UI's files
+_REAL_PATH = "doudi.real_path"  # scope key: the path as asked, while the label stands in
+
+
+def metric_label(path: str, routes: frozenset[str]) -> str:
+    """The `endpoint` label for a URL path: a known route, the static folder, or `OTHER`."""
+    if path in routes or path in _SYSTEM_ROUTES:
+        return path
+    if path.startswith(_STATIC + "/"):
+        return _STATIC
+    return OTHER
+
+
+def api_routes() -> frozenset[str]:
+    """The endpoints' URL paths (`/score`, ...), as BentoML routes them."""
+    service: Any = DoudiRisk  # a bentoml Service at runtime; typed as the class
+    return frozenset(join_paths(service.path_prefix, api.route) for api in service.apis.values())
+
+
+class BoundedMetricLabels(instruments.RunnerTrafficMetricsMiddleware):
+    """BentoML's request metrics, labelled by route: unknown paths all count as `other`."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            routes = getattr(self, "_doudi_routes", None)
+            if routes is None:
+                routes = self._doudi_routes = api_routes()
+            label = metric_label(scope["path"], routes)
+            if label != scope["path"]:
+                scope = {**scope, "path": label, _REAL_PATH: scope["path"]}
+        await super().__call__(scope, receive, send)
+
+
+def bound_metric_labels() -> None:
+    """Make BentoML build `BoundedMetricLabels` instead of its own request metrics.
+
+    Must run before BentoML builds the app (it picks the class up then), so it runs when
+    this module is imported, in the server's worker."""
+    instruments.RunnerTrafficMetricsMiddleware = BoundedMetricLabels  # type: ignore[misc]
+
+
+async def _refuse(scope: Any, receive: Any, send: Any, status: int, why: str, message: str) -> None:
+    """Answer a refused request (one WARNING line, like BentoML's own 4xx) and close."""
+    from starlette.responses import JSONResponse
+
+    path = metric_label(scope["path"], api_routes())  # never an unknown path as asked
+    logging.getLogger(BENTOML_ERROR_LOGGER).warning(
+        "%s %s -> %d (%s)", scope.get("method", "?"), path, status, why
+    )
+    # The body is left unread: close the connection rather than parse what follows it.
+    response = JSONResponse({"error": message}, status_code=status, headers={"connection": "close"})
+    await response(scope, receive, send)
+
+
+class RequestGuard:
+    """ASGI middleware (`DoudiRisk.add_asgi_middleware`) in front of the endpoints.
+
+    - Puts back the real path `BoundedMetricLabels` replaced by a label.
+    - The API takes JSON only: another Content-Type on an endpoint is a 415 (BentoML would
+      otherwise parse form and multipart bodies: a bad boundary was a 500).
+    - A body over `settings.api_max_body_bytes` is a 413, refused from its Content-Length
+      before reading, or as soon as a chunked body passes the limit: at most the limit is
+      ever held. The endpoint then reads the body from memory.
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int | None = None) -> None:
+        self.app = app
+        if max_body_bytes is None:
+            from doudi.settings import Settings
+
+            max_body_bytes = Settings().api_max_body_bytes
+        self.max_body_bytes = max_body_bytes
+        self.endpoints = api_routes()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _REAL_PATH in scope:
+            scope = {**scope, "path": scope[_REAL_PATH]}
+        too_big = f"request body over {self.max_body_bytes} bytes (settings.api_max_body_bytes)"
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        length = headers.get(b"content-length", b"").strip()
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            await _refuse(scope, receive, send, 413, "body: too large", too_big)
+            return
+        if scope["path"] not in self.endpoints or scope.get("method") != "POST":
+            await self.app(scope, receive, send)  # the router answers (404, 405, docs, probes)
+            return
+        media = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
+        if media.lower() != b"application/json":
+            await _refuse(
+                scope,
+                receive,
+                send,
+                415,
+                "body: not JSON",
+                "the API takes JSON bodies only (Content-Type: application/json)",
+            )
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _refuse(scope, receive, send, 413, "body: too large", too_big)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        del chunks
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as ASGI says
+
+        await self.app(scope, replay, send)
+
+
 @contextmanager
 def _http_errors() -> Iterator[None]:
     """RiskLookup's errors as BentoML's (400 / 404); anything else stays a 500."""
@@ -149,6 +320,9 @@ def _http_errors() -> Iterator[None]:
     workers=1,
     threads=4,
     traffic={"timeout": 300},  # the first request for a month scores the whole province
+    # The access log keeps method, path, status, sizes and timing; not the request's
+    # Content-Type header, which is the caller's free text.
+    logging={"access": {"request_content_type": False}},
 )
 class DoudiRisk:
     """兜底 doudi risk scores and explanations, keyed by household pseudonym."""
@@ -199,3 +373,9 @@ class DoudiRisk:
         """The alert store, newest first: where each alert is in its lifecycle."""
         with _http_errors():
             return self.lookup.alerts(township, status, limit)
+
+
+# Both at import: BentoML reads a service's middlewares, and picks its metrics class, when it
+# builds the app, before any instance exists.
+cast(Any, DoudiRisk).add_asgi_middleware(RequestGuard)
+bound_metric_labels()

@@ -17,7 +17,13 @@ from features.rules import baseline_rule_scores
 from features.tables import first_roster_month
 from training.core import TrainConfig, data_fingerprint, fit_evaluate
 from training.minimum import months_needed
-from training.tracking import GateConfig, TrackOutcome, find_existing_version, track_run
+from training.tracking import (
+    GateConfig,
+    TrackOutcome,
+    find_existing_version,
+    finish_registration,
+    track_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +122,8 @@ def train_monthly(
     fingerprint = data_fingerprint(X, y, time, config)
     existing = find_existing_version(client, as_of_text, fingerprint, workspace)
     if existing is not None:
-        mv = client.get_model_version(workspace.model_name, existing)
+        mv = finish_registration(client, client.get_model_version(workspace.model_name,
+                                                                  existing))
         log.info("as_of %s already registered as version %s", as_of_text, existing)
         return TrackOutcome(mv.run_id, existing, list(mv.aliases), True, None)
     group_cols = ["county_code", *features.group_column_names()]

@@ -45,6 +45,7 @@ from training.core import FitResult
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ HISTORY_TAG = "champion_history"
 # Version tag: "passed" when the version cleared its own checks (calibration ranking and the
 # floor); `promote` refuses any other value (absent: registered before the floor) unless forced.
 FLOOR_TAG = "gate_floor"
+# Version tag: "pending" from creation until its aliases are set, then "complete". A run
+# killed in between leaves "pending"; the rerun finds the version (same as_of and data) and
+# finishes it (`finish_registration`) instead of returning a version without its aliases.
+REGISTRATION_TAG = "registration"
 
 
 def _settings_default(name: str) -> Any:
@@ -142,6 +147,24 @@ def find_existing_version(client: MlflowClient, as_of: str, fingerprint: str,
                 and v.tags.get(registry.WORKSPACE_KEY) == workspace.fingerprint:
             return str(v.version)
     return None
+
+
+def finish_registration(client: MlflowClient, mv: ModelVersion) -> ModelVersion:
+    """A version a killed run registered but did not finish: its aliases as the gate decided
+    (`gate_decision` tag), then `complete`. Others (complete, or older than the tag) as is."""
+    if (mv.tags or {}).get(REGISTRATION_TAG) != "pending":
+        return mv
+    name, number = mv.name, str(mv.version)
+    newer = [v for v in registry.known_versions(client, name) if int(v.version) > int(number)]
+    if not newer:  # a later version owns `challenger` already otherwise
+        client.set_registered_model_alias(name, CHALLENGER, number)
+    if mv.tags.get("gate_decision") == "champion":
+        _set_champion(client, name, number, reason="gate")
+    if mv.run_id:
+        client.set_tag(mv.run_id, "registered_version", number)
+    client.set_model_version_tag(name, number, REGISTRATION_TAG, "complete")
+    log.warning("%s/%s: finished a registration a killed run left half-done", name, number)
+    return client.get_model_version(name, number)
 
 
 def _finite(d: dict[str, float]) -> bool:
@@ -612,7 +635,7 @@ def track_run(
     if existing is not None:
         log.info("as_of %s with fingerprint %s is already version %s; not registering again",
                  as_of, result.fingerprint, existing)
-        mv = client.get_model_version(model_name, existing)
+        mv = finish_registration(client, client.get_model_version(model_name, existing))
         return TrackOutcome(mv.run_id, existing, list(mv.aliases), True, None)
 
     mask = result.test_mask
@@ -687,6 +710,7 @@ def track_run(
             "gate_decision": "champion" if decision.promote else "challenger",
             "gate_window": decision.window,
             FLOOR_TAG: "passed" if decision.floor_passed else "failed",
+            REGISTRATION_TAG: "pending",
             "gate_reasons": " | ".join(decision.reasons)[:4900],
             **registry.version_tags(workspace, counties),
             "trained_from": _period_text(pd.Series(time).min()),
@@ -701,6 +725,7 @@ def track_run(
         _set_champion(client, model_name, version, reason="gate")
         aliases.append(CHAMPION)
     client.set_tag(run_id, "registered_version", version)
+    client.set_model_version_tag(model_name, version, REGISTRATION_TAG, "complete")
     return TrackOutcome(run_id, version, aliases, False, decision)
 
 

@@ -76,11 +76,10 @@ def run_monthly(
     from doudi.months import require_not_future
     from features.asof import require_delivered
     from serving.assistance import current_assistance
-    from serving.export import export_township
+    from serving.export import export_new_alerts
     from serving.scoring import score_month
     from serving.store import (
         duplicate_assistance,
-        list_alerts,
         omissions,
         open_store,
         verdict_labels,
@@ -124,12 +123,10 @@ def run_monthly(
         ingest_feeds=report.feed_table(),
         silent_feeds=report.silent_feeds(str(as_of)[:7]),
     )
-    out_dir = settings.home / "exports" / str(as_of)
     with open_store(settings=settings) as store:
-        new = list_alerts(store, status="new")
-        for township in sorted(set(new["township_code"].astype(str))):
-            done = export_township(store, township, settings, out_dir, as_of)
-            summary.exports.append((township, done.households, str(done.workbook)))
+        # All or nothing per township; a crashed run's exports are finished or deleted first.
+        for done in export_new_alerts(store, settings, as_of).exports:
+            summary.exports.append((done.township_code, done.households, str(done.workbook)))
         # One chain of help: who would be helped twice, who was confirmed and not helped.
         assisted = current_assistance(settings.warehouse_dir, as_of)
         duplicates = duplicate_assistance(store, assisted)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,25 +94,36 @@ def running_server(
     started = time.perf_counter()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            server_command(host, port), cwd=PROJECT_ROOT, env=env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,  # stopped as a group below
+            server_command(host, port),
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # stopped as a group below
         )
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the server exited ({process.returncode}):\n"
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+                raise RuntimeError(
+                    f"the server exited ({process.returncode}):\n"
+                    f"{log_path.read_text(errors='replace')[-3000:]}"
+                )
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.perf_counter() - started > ready_timeout:
-                raise RuntimeError(f"the server was not ready after {ready_timeout:.0f} s:\n"
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+                raise RuntimeError(
+                    f"the server was not ready after {ready_timeout:.0f} s:\n"
+                    f"{log_path.read_text(errors='replace')[-3000:]}"
+                )
             time.sleep(0.1)
         yield RunningServer(base, process, log_path, time.perf_counter() - started)
     finally:
+        # BentoML's arbiter starts its worker in a session of its own: outside our process
+        # group. Noted now, while the arbiter is their parent; killed if left behind.
+        workers = descendants(process.pid)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -120,6 +131,40 @@ def running_server(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+        for pid, began in workers:
+            if _started(pid) == began:  # still that process, not a new one with its pid
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _stat(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat after the command name: state, ppid, ... ([] when gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (clock ticks after boot): a pid plus this names it."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else None
+
+
+def descendants(pid: int) -> list[tuple[int, str | None]]:
+    """(pid, start time) of the processes below `pid`, from /proc; [] without /proc."""
+    proc = Path("/proc")
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        fields = _stat(entry.name) if entry.name.isdigit() else []
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append((child, _started(child)))
+        todo.extend(children.get(child, []))
+    return found
 
 
 def check_model(settings: Settings) -> None:

@@ -225,3 +225,6 @@ class ExportAudit(Base):
     township_code: Mapped[str] = mapped_column(String(9), index=True)
     household_count: Mapped[int] = mapped_column(Integer)
     file_path: Mapped[str] = mapped_column(Text)
+    # The export's staging token (serving/staging.py): after a crash, a committed export's
+    # staging folder is finished, an uncommitted one deleted. None for rows before 0002.
+    export_token: Mapped[str | None] = mapped_column(String(32), index=True)

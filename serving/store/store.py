@@ -783,11 +783,13 @@ class AlertStore:
         actor: str,
         township_code: str,
         file_path: str | Path,
+        export_token: str | None = None,
     ) -> int:
         """Dispatch the exported alerts and write the audit row, in one transaction.
 
         Returns the audit row's id. `household_count` is the number of distinct
-        households in the exported alerts.
+        households in the exported alerts. `export_token` names the export's staging
+        folder (`serving.staging`): the row is the export's commit.
         """
         with self.transaction() as session:
             now = self._clock()
@@ -815,10 +817,46 @@ class AlertStore:
                 township_code=township_code,
                 household_count=len(households),
                 file_path=str(file_path),
+                export_token=export_token,
             )
             session.add(audit)
             session.flush()
             return audit.id
+
+    def record_audits(
+        self,
+        township_counts: Iterable[tuple[str, int]],
+        *,
+        actor: str,
+        file_path: str | Path,
+        export_token: str | None = None,
+    ) -> list[int]:
+        """Audit rows for an export that dispatches nothing (the operator export): one
+        per (township, households), in one transaction. Returns their ids."""
+        now = self._clock()
+        with self.transaction() as session:
+            rows = [
+                ExportAudit(
+                    actor=actor,
+                    at=now,
+                    township_code=str(code),
+                    household_count=int(count),
+                    file_path=str(file_path),
+                    export_token=export_token,
+                )
+                for code, count in township_counts
+            ]
+            session.add_all(rows)
+            session.flush()
+            return [r.id for r in rows]
+
+    def export_committed(self, export_token: str) -> bool:
+        """Whether an export with this staging token was committed (has an audit row)."""
+        with self.transaction() as session:
+            found = session.scalar(
+                select(ExportAudit.id).where(ExportAudit.export_token == export_token).limit(1)
+            )
+            return found is not None
 
 
 def assistance_lookup(

@@ -28,11 +28,15 @@ HOUSEHOLDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def write_world(home: Path) -> Settings:
-    """Warehouse (households + persons) and vault for HOUSEHOLDS under `home`."""
+def write_world(home: Path,
+                households: dict[str, tuple[str, str, str, str]] | None = None) -> Settings:
+    """Warehouse (households + persons) and vault for `households` (default HOUSEHOLDS)
+    under `home`. The vault holds whatever household numbers are given: a vault filled
+    before the input contract tightened may hold values ingest now refuses."""
+    households = HOUSEHOLDS if households is None else households
     settings = Settings(home=home, workers=1, operator="clerk01")
     w = Warehouse(settings.warehouse_dir)
-    for key, (village, _number, head, person_id) in HOUSEHOLDS.items():
+    for key, (village, _number, head, person_id) in households.items():
         w.add("households", household_key=key, head_person_key=head, village_code=village,
               reported_date="2026-01-05")
         w.add("persons", person_key=head, household_key=key, birth_date=person_id[6:10]
@@ -43,8 +47,8 @@ def write_world(home: Path) -> Settings:
     vault.ensure_private_dir(settings.vault_dir)
     for name, rows in (
         (vault.HOUSEHOLDS, [{"household_key": k, "household_id": v[1]}
-                            for k, v in HOUSEHOLDS.items()]),
-        (vault.PERSONS, [{"person_key": v[2], "person_id": v[3]} for v in HOUSEHOLDS.values()]),
+                            for k, v in households.items()]),
+        (vault.PERSONS, [{"person_key": v[2], "person_id": v[3]} for v in households.values()]),
     ):
         folder = settings.vault_dir / name
         folder.mkdir(parents=True, exist_ok=True)

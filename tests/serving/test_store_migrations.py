@@ -39,7 +39,7 @@ def test_upgrade_from_empty_downgrade_to_base_and_up_again(store_url: str) -> No
         assert current_revision(engine) is None
         upgrade(engine)
         assert _tables(engine) == TABLES
-        assert current_revision(engine) == head_revision(engine) == "0001"
+        assert current_revision(engine) == head_revision(engine) == "0002"
 
         # The ORM models and the migrated schema agree (no autogenerate diff).
         with engine.connect() as connection:
