@@ -277,10 +277,12 @@ def main() -> int:
         world = args.work / "world"
         simulate(world, settings=Settings(), **WORLD)  # type: ignore[arg-type]
     raw = world / "raw"
+    # bytecode cached in the work folder (PYTHONDONTWRITEBYTECODE makes each child compile)
+    cache = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(args.work / "pycache")}
     ref_home = args.work / "reference"
     prepare(ref_home)
     started = time.perf_counter()
-    ref = monthly(ref_home, raw)
+    ref = monthly(ref_home, raw, extra_env=cache)
     if ref.returncode != 0:
         print(ref.stderr, file=sys.stderr)
         return 1
@@ -289,7 +291,7 @@ def main() -> int:
     failed = 0
     for point in points:
         home = args.work / point
-        outcome = crash_and_rerun(point, raw, home)
+        outcome = crash_and_rerun(point, raw, home, extra_env=cache)
         diffs = compare(reference, snapshot(home)) if outcome["rerun_rc"] == 0 else \
             [f"rerun failed: {outcome['rerun_err']}"]
         if outcome["crash_rc"] != -signal.SIGKILL:

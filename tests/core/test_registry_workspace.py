@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,8 @@ from doudi import registry
 from doudi.errors import UserError
 from doudi.registry import ModelRef, Workspace
 from doudi.settings import Settings
+from tests.jobs.cli import Result, refused
+from tests.jobs.cli import doudi as run_doudi
 from tests.training.conftest import mlflow_template  # noqa: F401  (a fixture)
 
 AS_OF = "2025-06"  # the small worlds' last month
@@ -106,38 +106,9 @@ def test_check_meta_one_line_refusals() -> None:
 
 
 # -- two workspaces, one tracking store ---------------------------------------------------------
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
 def doudi(home: Path, store: str, *args: str, **extra_env: str) -> Result:
-    """`doudi ARGS` as `.venv/bin/doudi` runs it (`doudi.cli.main`), in this process."""
-    from doudi.cli import main
-
-    env = {"DOUDI_HOME": str(home), "DOUDI_MLFLOW_TRACKING_URI": store, "DOUDI_WORKERS": "1",
-           **extra_env}
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with mock.patch.dict(os.environ, env), mock.patch.object(sys, "argv", ["doudi", *args]), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as done:
-            code = int(done.code or 0)
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-def refused(result: Result, *needles: str) -> str:
-    """A one-line refusal: exit 2, one stderr line holding every needle, no traceback."""
-    assert result.code == 2, (result.code, result.out, result.err)
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("doudi: error: "), result.err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+    """`doudi ARGS` in workspace `home` with the shared tracking store `store`."""
+    return run_doudi(home, *args, store=store, **extra_env)
 
 
 @dataclass

@@ -18,12 +18,14 @@ class Result:
     err: str
 
 
-def doudi(home: Path, *args: str, **extra_env: str) -> Result:
-    """`doudi ARGS` with DOUDI_HOME=home and a SQLite tracking store inside it."""
+def doudi(home: Path, *args: str, store: str | None = None, **extra_env: str) -> Result:
+    """`doudi ARGS` with DOUDI_HOME=home and `store` as the tracking store (default: a
+    SQLite store inside `home`)."""
     from doudi.cli import main
 
     env = {"DOUDI_HOME": str(home), "DOUDI_WORKERS": "1",
-           "DOUDI_MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", **extra_env}
+           "DOUDI_MLFLOW_TRACKING_URI": store or f"sqlite:///{home / 'mlflow.db'}",
+           **extra_env}
     out, err = io.StringIO(), io.StringIO()
     code = 0
     with mock.patch.dict(os.environ, env), mock.patch.object(sys, "argv", ["doudi", *args]), \

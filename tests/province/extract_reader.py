@@ -51,6 +51,19 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+def csv_text(path: Path) -> str:
+    """A CSV extract's text: gunzipped where `.gz`, UTF-8 (with or without BOM) or GB18030."""
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        import gzip
+
+        data = gzip.decompress(data)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("gb18030")
+
+
 def read_file(raw: Path, path: Path) -> FeedFile:
     feed = path.parent.name
     spec = contract.feed(feed)
@@ -63,18 +76,9 @@ def read_file(raw: Path, path: Path) -> FeedFile:
             }
         )
     else:
-        data = path.read_bytes()
-        if path.name.endswith(".gz"):
-            import gzip
-
-            data = gzip.decompress(data)
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = data.decode("gb18030")
         import io
 
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.StringIO(csv_text(path)), dtype=str, keep_default_na=False)
     lookup = spec.header_lookup()
     extra = [c for c in frame.columns if c not in lookup]
     frame = frame.rename(columns=lookup)

@@ -23,6 +23,7 @@ from province.world import build_world
 from province.writer import BOOL_SPELLINGS, FORMATS, FileStyle, Writer
 from tests.province.extract_reader import (
     canonical_enum,
+    csv_text,
     find_violations,
     load_bad_rows,
     load_pending_rows,
@@ -158,16 +159,7 @@ def _raw_header(path: Path) -> list[str]:
         import pyarrow.parquet as pq
 
         return pq.read_schema(path).names
-    data = path.read_bytes()
-    if path.name.endswith(".gz"):
-        import gzip
-
-        data = gzip.decompress(data)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("gb18030")
-    return [h.strip('"') for h in text.splitlines()[0].split(",")]
+    return [h.strip('"') for h in csv_text(path).splitlines()[0].split(",")]
 
 
 def test_divisions_name_every_code_the_world_uses(clean: dict[str, pd.DataFrame]) -> None:
