@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doudi.errors import UserError
+from doudi.permissions import check_private
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -57,6 +58,7 @@ def read_key(key_file: Path) -> bytes | None:
     """The workspace's pseudonym key, or None when the file does not exist (yet)."""
     if not key_file.exists():
         return None
+    check_private(key_file, what="the pseudonym key", mode="600")
     key = key_file.read_bytes()
     if len(key) < KEY_BYTES:
         raise UserError(f"{key_file}: pseudonym key is shorter than {KEY_BYTES} bytes")

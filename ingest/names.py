@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from doudi.safe_text import escape_char
+
 REF_HEX = 12
 NAME_LIMIT = 160  # characters of a safe name (a path) before it is cut in the middle
 LABEL_LIMIT = 64  # characters of a header name quoted in a report
@@ -70,16 +72,10 @@ def file_ref(relative: str, sha256: str) -> str:
     return f"{name}#{sha256[:REF_HEX]}" if sha256 else name
 
 
-def _escape(char: str) -> str:
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
-        else f"\\U{code:08x}"
-
-
 def printable(text: str, *, mask: bool = True) -> str:
     """Text for a terminal or a report: control, format and other invisible characters
     escaped (no escape code reaches the terminal); digits masked unless `mask` is False
     (the workspace's own paths, which a `chmod` line must name exactly)."""
     masked = _mask(unicodedata.normalize("NFKC", text)) if mask else text
-    return "".join(_escape(c) if unicodedata.category(c)[0] in "CZ" and c != " " else c
+    return "".join(escape_char(c) if unicodedata.category(c)[0] in "CZ" and c != " " else c
                    for c in masked)

@@ -23,13 +23,13 @@ import pyarrow.dataset as ds
 
 from doudi.contract import FEEDS, Feed, feed
 from doudi.errors import UserError
+from doudi.permissions import check_private_dir
 from doudi.settings import Settings
 from doudi.warehouse import feed_dir, table_schema, warehouse_name
 from ingest import pending, vault
 from ingest.checks import RULE_MESSAGES, ParsedBatch, Violation, parse_batch, to_mask
 from ingest.dedup import RowHashIndex, mix_in, row_hashes
 from ingest.names import file_ref, printable, safe_label
-from ingest.permissions import check_private_dir
 from ingest.pseudonyms import (
     KIND_OF_COLUMN,
     HouseholdIndex,
@@ -465,7 +465,7 @@ def _has_data(settings: Settings) -> bool:
 
 def check_workspace(settings: Settings) -> None:
     """Before anything is read: the key is 0600 (or 0400) and the user's, and the folders
-    holding raw identifiers or waiting rows are 0700 and the user's (`ingest.permissions`)."""
+    holding raw identifiers or waiting rows are 0700 and the user's (`doudi.permissions`)."""
     check_key_file(settings.key_file)
     for folder in (settings.vault_dir, settings.quarantine_dir,
                    pending.pending_dir(settings)):

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from doudi.permissions import check_private
 from doudi.registry import KEY_BYTES, read_key
 from ingest.checks import id_codes
-from ingest.permissions import check_private
 
 DIGEST_HEX = 20
 PREFIX = {"person": "p_", "household": "h_"}
@@ -33,8 +33,7 @@ def check_key_file(key_file: Path) -> None:
 
 def load_key(key_file: Path, *, create: bool) -> bytes | None:
     """The workspace key; created (0600, 32 random bytes) when `create` and absent.
-    A key file other users could read, or another user owns, is refused."""
-    check_key_file(key_file)
+    A key file other users could read, or another user owns, is refused (`read_key`)."""
     key = read_key(key_file)  # shared with the model registry's workspace fingerprint
     if key is not None:
         return key

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from doudi.permissions import check_private_dir
 from doudi.settings import Settings
-from ingest.permissions import check_private_dir
 
 PERSONS = "persons"
 HOUSEHOLDS = "households"

@@ -49,6 +49,11 @@ def test_workspace_comes_from_the_pseudonym_key(tmp_path: Path) -> None:
         registry.workspace(s)
     s.key_file.parent.mkdir(parents=True)
     s.key_file.write_bytes(b"short")
+    s.key_file.chmod(0o644)
+    # a key other users could read is refused before it is used (train, score, serve too)
+    with pytest.raises(UserError, match=r"pseudonym key is open to other users .*chmod 600"):
+        registry.workspace(s)
+    s.key_file.chmod(0o600)
     with pytest.raises(UserError, match="shorter than 32 bytes"):
         registry.workspace(s)
     s.key_file.write_bytes(b"k" * 32)

@@ -307,6 +307,7 @@ def test_serve_command_wiring(tmp_path: Path) -> None:
         check_model(s)
     s.key_file.parent.mkdir(parents=True)
     s.key_file.write_bytes(b"k" * 32)
+    s.key_file.chmod(0o600)
     with pytest.raises(UserError, match="no model at models:/doudi-risk-ee90fdfc@champion"):
         check_model(s)
 

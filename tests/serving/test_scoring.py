@@ -243,6 +243,7 @@ def test_score_command_end_to_end(tmp_path: Path) -> None:
     settings = write_world(tmp_path / "ws")
     settings.key_file.parent.mkdir(parents=True)
     settings.key_file.write_bytes(b"k" * 32)  # the workspace's key (ingest makes it)
+    settings.key_file.chmod(0o600)
     model = dataclasses.replace(typed_model(), meta=dict(typed_model().meta))
     registry.stamp(model.meta, registry.workspace(settings))  # this workspace's model
     model_dir = model.save(tmp_path / "model")

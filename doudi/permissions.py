@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 from doudi.errors import UserError
-from ingest.names import printable
+from doudi.safe_text import visible
 
 
 def check_private(path: Path, *, what: str, mode: str) -> None:
@@ -23,7 +23,7 @@ def check_private(path: Path, *, what: str, mode: str) -> None:
         st = path.stat()
     except FileNotFoundError:
         return
-    shown = printable(str(path), mask=False)
+    shown = visible(str(path))
     quoted = shlex.quote(shown)
     if st.st_uid != os.geteuid():
         raise UserError(f"{shown}: {what} belongs to user id {st.st_uid}, not to the user "
