@@ -203,6 +203,18 @@ _OPEN_STORE = """
     """
 
 
+def _all_print_ok_at_once(script: str, arg: str, *, copies: int, cwd: Path,
+                          timeout: float) -> None:
+    """Start `copies` processes running `script arg` at once; each must exit 0 saying ok."""
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), arg],
+                              cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+             for _ in range(copies)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+
+
 def _tables(db: Path) -> set[str]:
     with sqlite3.connect(db) as con:
         return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -211,13 +223,7 @@ def _tables(db: Path) -> set[str]:
 @pytest.mark.slow
 def test_two_processes_create_a_fresh_mlflow_store_at_once(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(_OPEN_STORE), uri],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-             for _ in range(2)]
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+    _all_print_ok_at_once(_OPEN_STORE, uri, copies=2, cwd=tmp_path, timeout=300)
     path = registry.sqlite_store_path(uri)
     assert path is not None and registry._store_state(path)[0] == "complete"
     assert not list(path.parent.glob(".mlflow.db.init-*"))  # no temp files left
@@ -326,13 +332,7 @@ def test_processes_opening_a_fresh_alert_store_at_once_all_succeed(tmp_path: Pat
     from serving.store.store import make_engine
 
     url = f"sqlite:///{tmp_path / 'alerts.db'}"
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(_OPEN_ALERTS), url],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-             for _ in range(4)]
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+    _all_print_ok_at_once(_OPEN_ALERTS, url, copies=4, cwd=ROOT, timeout=120)
     engine = make_engine(url)
     assert current_revision(engine) == head_revision(engine)
     engine.dispose()
