@@ -56,9 +56,9 @@ def build(args: argparse.Namespace) -> tuple[Path, str]:
         return home, uri
     import shutil
 
-    from doudi.commands.monthly_cmd import run_monthly
     from doudi.months import Month
     from doudi.settings import Settings
+    from jobs.monthly import run_monthly
     from province import simulate
 
     shutil.rmtree(work, ignore_errors=True)
@@ -205,8 +205,8 @@ def main() -> None:
     )
 
     # -- over HTTP ------------------------------------------------------------------------
-    from doudi.commands.serve_cmd import running_server
     from doudi.settings import Settings
+    from serving.server import running_server
 
     settings = Settings(home=home, mlflow_tracking_uri=uri)
     try:

@@ -115,7 +115,7 @@ def install(point: str, home: Path) -> None:
 
 def child(point: str, raw: str, as_of: str) -> None:
     install(point, Path(os.environ["DOUDI_HOME"]))
-    from doudi.cli import main
+    from jobs.cli import main
 
     sys.argv = ["doudi", "monthly", raw, "--as-of", as_of]
     main()

@@ -77,8 +77,8 @@ def main() -> None:
 
     import httpx
 
-    from doudi.commands.serve_cmd import running_server
     from doudi.settings import Settings
+    from serving.server import running_server
 
     if args.home is not None:
         home = args.home.resolve()

@@ -8,7 +8,7 @@ second command prints. A record left there by a process that died is stale: the 
 command to take the lock reports it ("did not finish") and replaces it.
 
 A ground module (imports nothing of the stages). Which commands take the lock is decided
-in one place, `doudi.commands.register_all`; docs/operations.md "One job at a time".
+in one place, `jobs.commands.register_all`; docs/operations.md "One job at a time".
 """
 
 from __future__ import annotations

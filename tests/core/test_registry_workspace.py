@@ -2,7 +2,7 @@
 
 Unit tests of the fingerprint, names and URI parsing; then two workspaces (their own
 province and pseudonym key) sharing ONE MLflow store, driven through the real `doudi`
-command line (`doudi.cli.main`, in process: exit code and stderr as an operator sees them).
+command line (`jobs.cli.main`, in process: exit code and stderr as an operator sees them).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,8 +113,17 @@ def test_check_meta_one_line_refusals() -> None:
 
 # -- two workspaces, one tracking store ---------------------------------------------------------
 def doudi(home: Path, store: str, *args: str, **extra_env: str) -> Result:
-    """`doudi ARGS` in workspace `home` with the shared tracking store `store`."""
-    return run_doudi(home, *args, store=store, **extra_env)
+    """`doudi ARGS` in workspace `home` with the shared tracking store `store`.
+
+    The two workspaces are built once per run and shared by both xdist workers, so one
+    worker's `promote` may hold the lock the other's `score` needs: a command that finds
+    the workspace busy waits its turn (as `--wait` would) instead of failing the test."""
+    deadline = time.monotonic() + 180
+    while True:
+        done = run_doudi(home, *args, store=store, **extra_env)
+        if " is busy: " not in done.err or time.monotonic() > deadline:
+            return done
+        time.sleep(0.5)
 
 
 @dataclass
@@ -132,7 +142,7 @@ class World:
 def _build(root: Path, small_world: Path, template: Path) -> str | None:
     """A (the small world) and B (its own province) ingest and train into one store;
     returns what B's monthly "due" check saw when only A had trained."""
-    from doudi.commands.monthly_cmd import _champion_as_of
+    from jobs.monthly import champion_as_of
     from province import simulate
 
     shutil.copy(template, root / "mlflow.db")
@@ -151,7 +161,7 @@ def _build(root: Path, small_world: Path, template: Path) -> str | None:
         name = registry.workspace(Settings(home=home)).model_name
         client.set_registered_model_alias(name, "champion", "1")
         if home == root / "a":
-            seen = _champion_as_of(Settings(home=root / "b", mlflow_tracking_uri=store))
+            seen = champion_as_of(Settings(home=root / "b", mlflow_tracking_uri=store))
     return None if seen is None else str(seen)
 
 
@@ -203,8 +213,8 @@ def test_each_workspace_trains_and_scores_only_its_own(two: World) -> None:
 
 
 def test_b_cannot_score_promote_or_serve_a_model_of_a(two: World, tmp_path: Path) -> None:
-    from doudi.commands.serve_cmd import check_model
     from serving.api import RiskLookup
+    from serving.server import check_model
 
     a_v1 = f"models:/{two.a_ws.model_name}/1"
     line = (f"model {two.a_ws.model_name}/1 belongs to workspace {two.a_ws.short}…, "
@@ -219,10 +229,10 @@ def test_b_cannot_score_promote_or_serve_a_model_of_a(two: World, tmp_path: Path
     refused(doudi(two.b, two.store, "rollback", **shared), "no previous champion")
     refused(doudi(two.b, two.store, "score", "--as-of", AS_OF, **shared),
             f"model {two.a_ws.model_name}/1 belongs to workspace {two.a_ws.short}")
-    from doudi.commands.monthly_cmd import _champion_as_of
+    from jobs.monthly import champion_as_of
 
     with pytest.raises(UserError, match="belongs to workspace"):  # the "due" check
-        _champion_as_of(two.settings(two.b, model_name=two.a_ws.model_name))
+        champion_as_of(two.settings(two.b, model_name=two.a_ws.model_name))
     # serving A's champion from B: the API refuses before it starts
     serve_a = two.settings(two.b, api_model_uri=two.a_ws.champion_uri)
     with pytest.raises(UserError, match="belongs to workspace"):

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from doudi.cli import app
 from doudi.contract import FEED_NAMES
 from doudi.months import Month
 from doudi.settings import PROJECT_ROOT, Settings
@@ -25,6 +24,7 @@ from features import (
 )
 from features import registry as reg
 from features.docs import render
+from jobs.cli import app
 from tests.features.test_features_feeds import build_world
 
 

@@ -144,8 +144,8 @@ def test_a_killed_holders_lock_is_free_and_its_record_reported(tmp_path: Path) -
 
 
 def test_writing_commands_take_the_lock_and_readers_do_not(tmp_path: Path) -> None:
-    from doudi.cli import app
-    from doudi.commands import READ_ONLY_COMMANDS, command_paths
+    from jobs.cli import app
+    from jobs.commands import READ_ONLY_COMMANDS, command_paths
 
     locked = {path for path, info in command_paths(app)
               if getattr(info.callback, "__doudi_locked__", False)}

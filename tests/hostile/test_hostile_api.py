@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from doudi.commands.serve_cmd import RunningServer, _started, running_server
 from doudi.settings import Settings
 from serving.api_models import BadRequestError
+from serving.server import RunningServer, _started, running_server
 from serving.service import OTHER, metric_label, parse_as_of
 from tests.serving.test_api import (  # the shared monthly workspace (built once per run)
     AS_OF,

@@ -24,7 +24,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ingest
-from doudi.cli import main
 from doudi.contract import FEED_NAMES
 from doudi.errors import UserError
 from doudi.idnumber import make_id
@@ -32,6 +31,7 @@ from doudi.settings import DEFAULT_FEED_CADENCE, Settings
 from ingest import pending
 from ingest.names import file_ref, printable, safe_name
 from ingest.vault import reidentify
+from jobs.cli import main
 from tests.ingest.ingest_world import (
     PEOPLE,
     csv_text,
@@ -458,8 +458,8 @@ def test_only_feeds_expected_monthly_are_silent(tmp_path: Path) -> None:
 def test_monthly_prints_a_warning_only_for_expected_feeds(
     capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from doudi.commands.monthly_cmd import MonthlySummary, _print
     from doudi.months import Month
+    from jobs.commands.monthly_cmd import MonthlySummary, _print
 
     summary = MonthlySummary(
         as_of=Month.parse("2024-01", what="as_of"), files_ingested=1, rows_added=1,

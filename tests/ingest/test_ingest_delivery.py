@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 import ingest
-from doudi.cli import main
 from doudi.contract import FEED_NAMES
 from doudi.errors import UserError
 from ingest.pseudonyms import pseudonym
 from ingest.reading import not_a_data_file, not_a_feed
 from ingest.vault import contact_details
+from jobs.cli import main
 from tests.ingest.ingest_world import (
     PEOPLE,
     delivery,

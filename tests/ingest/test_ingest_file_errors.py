@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import ingest
-from doudi.cli import main
 from doudi.errors import UserError
+from jobs.cli import main
 from tests.ingest.ingest_world import (
     PEOPLE,
     csv_text,

@@ -1,4 +1,4 @@
-"""Run `doudi ARGS` exactly as `.venv/bin/doudi` does (`doudi.cli.main`), in this process."""
+"""Run `doudi ARGS` exactly as `.venv/bin/doudi` does (`jobs.cli.main`), in this process."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class Result:
 def doudi(home: Path, *args: str, store: str | None = None, **extra_env: str) -> Result:
     """`doudi ARGS` with DOUDI_HOME=home and `store` as the tracking store (default: a
     SQLite store inside `home`)."""
-    from doudi.cli import main
+    from jobs.cli import main
 
     env = {"DOUDI_HOME": str(home), "DOUDI_WORKERS": "1",
            "DOUDI_MLFLOW_TRACKING_URI": store or f"sqlite:///{home / 'mlflow.db'}",

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from doudi import registry
-from doudi.commands.monthly_cmd import run_monthly
 from doudi.months import Month
 from doudi.settings import Settings
+from jobs.monthly import run_monthly
 from serving.store import list_alerts, open_store
 
 AS_OF = Month.parse("2025-06")  # the world's last month

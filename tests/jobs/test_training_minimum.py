@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from doudi.commands.simulate import DEFAULT_TRAINING_MONTHS, MONTHS_HELP
 from doudi.months import Month
 from doudi.settings import PROJECT_ROOT, Settings
+from jobs.commands.simulate_cmd import DEFAULT_TRAINING_MONTHS, MONTHS_HELP
 from tests.jobs.cli import doudi, refused
 from training import minimum
 from training.core import TrainConfig, make_folds

@@ -102,7 +102,7 @@ def test_cli_runs_and_rejects_bad_flags(tmp_path: Path) -> None:
     import sys
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        code = "import sys; from doudi.cli import main; sys.argv = ['doudi', *sys.argv[1:]]; main()"
+        code = "import sys; from jobs.cli import main; sys.argv = ['doudi', *sys.argv[1:]]; main()"
         return subprocess.run(
             [sys.executable, "-c", code, "simulate", *args, "--out", str(tmp_path / "w")],
             capture_output=True,

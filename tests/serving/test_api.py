@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from doudi import registry
-from doudi.commands.serve_cmd import running_server
 from doudi.errors import UserError
 from doudi.idnumber import make_id
 from doudi.model_artifact import ModelArtifact
@@ -34,6 +33,7 @@ from serving.api import (
 )
 from serving.explain import Explainer, county_medians, reference_rows
 from serving.scoring import load_model, score
+from serving.server import running_server
 from serving.service import parse_as_of
 from serving.store import list_alerts, open_store
 
@@ -72,7 +72,7 @@ def _champion_whatever_the_gate_said(made: Settings, raw: Path) -> None:
 @pytest.fixture(scope="module")
 def settings(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A workspace after `doudi monthly` as of 2025-06, built once per run (file lock)."""
-    from doudi.commands.monthly_cmd import run_monthly
+    from jobs.monthly import run_monthly
 
     root = _shared_dir(tmp_path_factory)
     home = root / "api_workspace"
@@ -286,7 +286,7 @@ def test_a_new_champion_is_picked_up(settings: Settings, tmp_path: Path) -> None
 
 
 def test_serve_command_wiring(tmp_path: Path) -> None:
-    from doudi.commands.serve_cmd import check_model, server_command, server_environment
+    from serving.server import check_model, server_command, server_environment
 
     s = Settings(home=tmp_path / "ws", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
     env = server_environment(s, {"PATH": "/bin", "DOUDI_CONFIG": "doudi.toml"})

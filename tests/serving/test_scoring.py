@@ -238,7 +238,7 @@ def test_score_command_end_to_end(tmp_path: Path) -> None:
     import dataclasses
 
     from doudi import registry
-    from doudi.cli import app
+    from jobs.cli import app
 
     settings = write_world(tmp_path / "ws")
     settings.key_file.parent.mkdir(parents=True)
@@ -283,7 +283,7 @@ def test_score_command_end_to_end(tmp_path: Path) -> None:
 
 
 def test_explain_all_needs_an_out_file(tmp_path: Path) -> None:
-    from doudi.cli import app
+    from jobs.cli import app
 
     result = CliRunner().invoke(app, ["score", "--as-of", "2026-06", "--explain-all"],
                                 env={"DOUDI_HOME": str(tmp_path / "ws")})
@@ -292,7 +292,7 @@ def test_explain_all_needs_an_out_file(tmp_path: Path) -> None:
 
 
 def test_score_command_without_a_model_is_a_user_error(tmp_path: Path) -> None:
-    from doudi.cli import app
+    from jobs.cli import app
 
     write_world(tmp_path / "ws")  # delivered through 2026-03
     result = CliRunner().invoke(app, ["score", "--as-of", "2026-03", "--model",

@@ -10,8 +10,8 @@ import pytest
 from openpyxl import Workbook
 from typer.testing import CliRunner
 
-from doudi.cli import app
 from doudi.errors import UserError
+from jobs.cli import app
 from serving.store import AlertStore, FeedbackError, import_feedback, list_alerts
 from tests.serving.test_store_fixtures import alert, store_url_of
 

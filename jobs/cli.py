@@ -1,6 +1,6 @@
 """`doudi`: the single command line. Wiring only; every stage lives in its package.
 
-Each sub-command module in `doudi.commands` imports its stage lazily, so
+Each sub-command module in `jobs.commands` imports its stage lazily, so
 `doudi --help` stays fast and nothing heavy runs at import. `doudi --version` prints the
 installed package's version; `--install-completion`/`--show-completion` (typer) set up
 shell completion (README).
@@ -13,8 +13,8 @@ import sys
 
 import typer
 
-from doudi.commands import register_all
 from doudi.errors import UserError
+from jobs.commands import register_all
 
 app = typer.Typer(
     name="doudi",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from doudi.commands import ALLOW_UNDELIVERED_HELP
+from jobs.commands import ALLOW_UNDELIVERED_HELP
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,9 @@
-"""`doudi monthly`: the whole monthly job in one idempotent command.
+"""The monthly job: one month, end to end, idempotent (`doudi monthly`, the scheduler).
 
-ingest the new extracts -> retrain when due (and gate) -> score and explain ->
-store alerts -> caseworker sheets per township -> summary. Each step is a stage
-function of its own package; this module only sequences them.
+ingest the new extracts -> retrain when due (and gate) -> score and explain -> store
+alerts -> caseworker sheets per township -> one-chain-of-help reports. Each step is a
+stage function of its own package; this module only sequences them and decides whether
+retraining is due. `jobs/commands/monthly_cmd.py` parses and prints.
 """
 
 from __future__ import annotations
@@ -10,10 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import typer
-
-from doudi.commands import ALLOW_UNDELIVERED_HELP
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +39,7 @@ class MonthlySummary:
     silent_feeds: list[str] = field(default_factory=list)  # nothing new for the as-of month
 
 
-def _champion_as_of(settings: Settings) -> Month | None:
+def champion_as_of(settings: Settings) -> Month | None:
     """The training as-of month of this workspace's champion, or None without one (or
     with an unreadable tag: then training is due). Another workspace's champion is never
     this one's: `doudi.registry`."""
@@ -92,8 +89,8 @@ def run_monthly(
     # After ingest: this month's delivery counts as delivered.
     require_delivered(settings.warehouse_dir, as_of, allow_undelivered=allow_undelivered)
 
-    champion_as_of = _champion_as_of(settings)
-    due = champion_as_of is None or as_of - champion_as_of >= settings.retrain_every_months
+    champion_month = champion_as_of(settings)
+    due = champion_month is None or as_of - champion_month >= settings.retrain_every_months
     if retrain is not None:
         due = retrain
     if due:
@@ -107,7 +104,7 @@ def run_monthly(
             else f"trained version {outcome.version} (aliases: {', '.join(outcome.aliases) or '-'})"
         )
     else:
-        trained = f"not due (champion trained as of {champion_as_of})"
+        trained = f"not due (champion trained as of {champion_month})"
 
     run = score_month(settings, as_of, allow_undelivered=allow_undelivered)
     summary = MonthlySummary(
@@ -145,59 +142,3 @@ def run_monthly(
         alerted = scored[scored["alerted"].to_numpy()]
         summary.top = alerted.sort_values("risk", ascending=False).head(5)
     return summary
-
-
-def _print(summary: MonthlySummary) -> None:
-    typer.echo(f"doudi monthly as of {summary.as_of}")
-    typer.echo(
-        f"  ingest: {summary.files_ingested} new file(s), {summary.rows_added:,} row(s) added, "
-        f"{summary.rows_quarantined:,} quarantined"
-    )
-    for line in summary.ingest_feeds:
-        typer.echo(f"    {line}")
-    for feed_name in summary.silent_feeds:  # feeds expected monthly only (feed_cadence)
-        typer.echo(f"  WARNING: {feed_name}: expected monthly, no new rows reported in "
-                   f"{str(summary.as_of)[:7]}")
-    typer.echo(f"  training: {summary.trained}")
-    typer.echo(
-        f"  scoring: {summary.scored:,} in-scope households with {summary.model_version}; "
-        f"{summary.alerts_created} new alert(s), skipped {summary.alerts_skipped}"
-    )
-    for township, n, path in summary.exports:
-        typer.echo(f"  export: township {township}: {n} household(s) -> {path}")
-    typer.echo(
-        f"  one chain of help: {summary.possible_duplicates} possible duplicate assistance, "
-        f"{summary.possible_omissions} possible omission(s) -> {summary.report_dir}"
-    )
-    if summary.top is not None and len(summary.top):
-        typer.echo("  top alerts (pseudonymous keys; caseworker sheets carry household numbers):")
-        for _, row in summary.top.iterrows():
-            typer.echo(
-                f"    {row['household_key']}  risk {row['risk']:.1%}  {row['tier']}  "
-                f"types {';'.join(row['risk_types']) or '-'}"
-            )
-            for reason in row["reasons"]:
-                typer.echo(f"      - {reason.text_zh}")
-
-
-def register(app: typer.Typer) -> None:
-    @app.command("monthly")
-    def monthly_command(
-        raw_dir: Path = typer.Argument(..., help="This month's delivery (one folder per feed)."),
-        as_of: str = typer.Option(..., "--as-of", help="As-of month YYYY-MM."),
-        retrain: bool | None = typer.Option(
-            None, "--retrain/--no-retrain", help="Force or skip retraining (default: when due)."
-        ),
-        allow_undelivered: bool = typer.Option(
-            False, "--allow-undelivered", help=ALLOW_UNDELIVERED_HELP),
-        allow_unknown: bool = typer.Option(
-            False, "--allow-unknown", help="Read the feeds even if RAW_DIR holds unknown "
-            "folders or files (listed as warnings); without it they are an error."),
-    ) -> None:
-        """Ingest, retrain when due, score, store alerts, export per township, summarise."""
-        from doudi.months import Month
-        from doudi.settings import Settings
-
-        month = Month.parse(as_of, what="--as-of")
-        _print(run_monthly(Settings(), month, raw_dir, retrain=retrain,
-                           allow_undelivered=allow_undelivered, allow_unknown=allow_unknown))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from doudi.commands import ALLOW_UNDELIVERED_HELP
+from jobs.commands import ALLOW_UNDELIVERED_HELP
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,6 @@
-"""`doudi serve`: the scoring API for the provincial monitoring platform (docs/api.md).
+"""Running the scoring API's server (`doudi serve`, tests, benchmarks; docs/api.md).
 
-Runs `bentoml serve serving.service:DoudiRisk` from the project root, with the
+`bentoml serve serving.service:DoudiRisk` runs from the project root, with the
 workspace and tracking store passed as absolute paths (the server's working directory
 differs from the caller's), BENTOML_HOME under the workspace and telemetry off.
 """
@@ -18,8 +18,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import typer
 
 if TYPE_CHECKING:
     from doudi.settings import Settings
@@ -183,34 +181,3 @@ def check_model(settings: Settings) -> None:
         registry.check_folder(Path(uri), ws)
         return
     registry.resolve(registry.client(settings.tracking_uri()), ref, ws)
-
-
-def register(app: typer.Typer) -> None:
-    @app.command("serve")
-    def serve_command(
-        port: int = typer.Option(3000, "--port", min=1, max=65535, help="TCP port."),
-        host: str = typer.Option(
-            "127.0.0.1",
-            "--host",
-            help="Interface to listen on (0.0.0.0: all; put TLS and "
-            "authentication in front of it).",
-        ),
-    ) -> None:
-        """Serve risk scores and explanations over HTTP (BentoML) until interrupted."""
-        from doudi.registry import disable_telemetry, served_uri
-        from doudi.settings import PROJECT_ROOT, Settings
-
-        settings = Settings()
-        disable_telemetry()
-        check_model(settings)
-        env = server_environment(settings, os.environ)
-        argv = server_command(host, port)
-        (settings.home / "bentoml").mkdir(parents=True, exist_ok=True)
-        typer.echo(
-            f"doudi: serving {served_uri(settings)} from {settings.tracking_uri()} on "
-            f"http://{host}:{port} (workspace {settings.home}); docs/api.md lists the endpoints"
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.chdir(PROJECT_ROOT)
-        os.execve(argv[0], argv, env)  # the server takes over this process (and signals)
