@@ -40,7 +40,7 @@ from doudi.months import Month
 from doudi.settings import Settings
 from features import build_features, build_features_range
 from features.asof import add_months, month_end
-from features.build import HISTORY_MONTHS, WINDOWED_FEEDS
+from features.county import HISTORY_MONTHS, WINDOWED_FEEDS
 
 KEY_COLUMNS = ("household_key", "person_key", "head_person_key")
 

@@ -269,10 +269,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def load_artifact(path: str | Path) -> ModelArtifact:
-    """Load an artifact directory, or a `models:/`/`runs:/` URI (that one needs mlflow)."""
-    text = str(path)
-    if "://" in text or text.startswith(("models:/", "runs:/")):
-        path = resolve_uri(text)
+    """Load an artifact directory (a registry version: `doudi.registry.load_version`)."""
     root = Path(path)
     if not (root / "model.lgb").is_file():
         raise FileNotFoundError(f"{root} is not a model artifact (no model.lgb)")
@@ -292,18 +289,3 @@ def load_artifact(path: str | Path) -> ModelArtifact:
              for p in sorted((root / "types").glob("*.lgb"))} if (root / "types").is_dir() else {}
     return ModelArtifact(booster=booster, features=features, calibrator=calibrator,
                          meta=meta, type_boosters=types)
-
-
-def resolve_uri(uri: str) -> Path:
-    """Download a registry/run URI (e.g. `models:/doudi-risk-1a2b3c4d/3`) to a local
-    directory. No workspace check here: `doudi.registry.load_model` is the checked path."""
-    from doudi.registry import disable_telemetry
-
-    disable_telemetry()
-    from mlflow.artifacts import download_artifacts
-
-    local = Path(download_artifacts(artifact_uri=uri))
-    # A registered version's source is the run's artifact folder holding the "model" dir.
-    if not (local / "model.lgb").is_file() and (local / "model" / "model.lgb").is_file():
-        local = local / "model"
-    return local

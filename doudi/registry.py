@@ -397,24 +397,56 @@ def find_champion(settings: Settings) -> Champion | None:
     return None if mv is None else Champion(str(mv.version), mv.tags.get("as_of"))
 
 
+def locate(uri: str, settings: Settings, *, what: str = "--model") -> ModelVersion | None:
+    """Check, before anything is loaded, that `uri` names a model of this workspace: a
+    registry URI resolves to its version (returned), a model folder exists and its
+    meta.json carries this workspace's record (None). One-line UserError otherwise;
+    `what` names where the URI came from."""
+    ref = parse_uri(uri)
+    if ref is None and not Path(uri).is_dir():
+        raise UserError(f"{what} {uri}: no such model folder")
+    ws = workspace(settings)
+    if ref is None:
+        check_folder(Path(uri), ws)
+        return None
+    return resolve(client(settings.tracking_uri()), ref, ws)
+
+
 def load_model(uri: str, settings: Settings) -> tuple[ModelArtifact, str | None]:
     """The artifact at `uri` (registry URI or model folder), checked to be this
     workspace's, and its registry label `<name>/<version>` (None for a folder)."""
     from doudi.model_artifact import load_artifact
 
-    ref = parse_uri(uri)
-    if ref is None and not Path(uri).is_dir():
-        raise UserError(f"--model {uri}: no such model folder")
+    mv = locate(uri, settings)
     ws = workspace(settings)
-    if ref is None:
+    if mv is None:
         artifact = load_artifact(uri)
         check_meta(artifact.meta, ws, uri)
         return artifact, None
-    mv = resolve(client(settings.tracking_uri()), ref, ws)
     label = f"{mv.name}/{mv.version}"
-    artifact = load_artifact(f"models:/{mv.name}/{mv.version}")
+    artifact = load_version(mv.name, mv.version)
     check_meta(artifact.meta, ws, label)
     return artifact, label
+
+
+def load_version(name: str, version: str | int) -> ModelArtifact:
+    """Registered version `name`/`version`'s artifact, downloaded and loaded. No workspace
+    check here: `load_model` is the checked path."""
+    from doudi.model_artifact import load_artifact
+
+    return load_artifact(download(ModelRef(name, version=str(version)).uri))
+
+
+def download(uri: str) -> Path:
+    """A registry or run URI's artifact folder, downloaded to a local directory."""
+    disable_telemetry()
+    from mlflow.artifacts import download_artifacts
+
+    local = Path(download_artifacts(artifact_uri=uri))
+    # A registered version's source is the run's artifact folder holding the "model" dir.
+    if not (local / "model.lgb").is_file() and (local / "model" / "model.lgb").is_file():
+        local = local / "model"
+    return local
 
 
 def check_folder(path: Path, ws: Workspace) -> None:

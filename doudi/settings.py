@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The most reasons an alert may carry (`max_reasons`): the alert store keeps up to this many.
+MAX_REASONS_LIMIT = 8
 
 # 防止返贫监测范围 (yuan per person per year). Provinces publish theirs each year;
 # these defaults follow the national guidance band and are overridable per year.
@@ -121,7 +123,7 @@ class Settings(BaseSettings):
         description="Rule-only alerts (a department trigger fired, the model did not alert): "
         "at most this share of households, strongest rules first.",
     )
-    max_reasons: int = Field(4, ge=1, le=8, description="Reasons per alert.")
+    max_reasons: int = Field(4, ge=1, le=MAX_REASONS_LIMIT, description="Reasons per alert.")
     omission_days: int = Field(
         30, ge=1, description="Confirmed hardship with no matching help after this: omission."
     )
@@ -167,7 +169,7 @@ class Settings(BaseSettings):
         default_factory=lambda: os.environ.get("USER", "operator"),
         description="Who runs exports (recorded in the audit log).",
     )
-    # The gate's floor (training/tracking.py, docs/training.md "The gate"): no version
+    # The gate's floor (training/gate.py, docs/training.md "The gate"): no version
     # becomes champion, first or not, unless its out-of-time test block shows it beats the
     # departments' rules and the logistic baseline by these margins and is calibrated.
     gate_min_lift_over_rules: dict[str, float] = Field(

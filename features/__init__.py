@@ -7,9 +7,11 @@ training or serving. Public API:
 - `build_labels(warehouse, as_of, settings, known_by)`: scope and labels.
 - `training_table(warehouse, model_month, settings, from_month=None)`.
 - `scoring_table(warehouse, as_of, settings)`.
-- `feature_names()`, `registry.FEATURES`, `registry.REGISTRY_VERSION`.
+- `current_assistance(warehouse, as_of)`: who receives which assistance at T.
+- `feature_names()`, `FEATURES` (`registry.FeatureDefinition`s), `REGISTRY_VERSION`.
 """
 
+from features.assistance import current_assistance
 from features.labels import LABEL_COLUMNS
 from features.registry import (
     FEATURES,
@@ -37,6 +39,7 @@ __all__ = [
     "build_features",
     "build_features_range",
     "build_labels",
+    "current_assistance",
     "feature_names",
     "group_column_names",
     "mature_months",

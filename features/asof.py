@@ -88,6 +88,16 @@ def months_of(values: np.ndarray) -> np.ndarray:
     return values.astype("datetime64[M]").astype(np.int64)
 
 
+def spell_covers(start: np.ndarray | pd.Series, end: np.ndarray | pd.Series, as_of: date
+                 ) -> np.ndarray:
+    """Spells (benefit, programme) in force on day `as_of`: started by then and not ended
+    before it (`start <= T` and `end` empty or `>= T`). Dates as datetime64 or Timestamps."""
+    t = np.datetime64(as_of, "D")
+    start_day = np.asarray(start).astype("datetime64[D]")
+    end_day = np.asarray(end).astype("datetime64[D]")
+    return (start_day <= t) & (np.isnat(end_day) | (end_day >= t))
+
+
 # -- warehouse layout ------------------------------------------------------------------
 def counties(warehouse: Path) -> list[str]:
     """Counties on the roster (partition folders of the required households feed)."""

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from doudi.contract import RISK_TYPES
-from features.asof import VersionedFeed, add_months
-from features.build import CountyHistory, is_one_of, roster_at
+from features.asof import VersionedFeed, add_months, spell_covers
+from features.codes import TEKUN
+from features.county import CountyHistory, dates, is_one_of, roster_at
 
 LABEL_COLUMNS: tuple[str, ...] = ("label", *(f"label_{r}" for r in RISK_TYPES))
 
@@ -38,11 +39,8 @@ def under_monitoring(events: VersionedFeed, as_of: date) -> set[int]:
 def in_tekun(assistance: VersionedFeed, as_of: date) -> set[int]:
     """Households in a tekun (特困供养) spell covering T."""
     spells = assistance.as_of(as_of)
-    t = np.datetime64(as_of, "D")
-    start = spells["start_date"].to_numpy().astype("datetime64[D]")
-    end = spells["end_date"].to_numpy().astype("datetime64[D]")
-    covering = (is_one_of(spells, "program", "tekun") & (start <= t)
-                & (np.isnat(end) | (end >= t)))
+    covering = is_one_of(spells, "program", TEKUN) & spell_covers(
+        dates(spells, "start_date"), dates(spells, "end_date"), as_of)
     return set(spells.loc[covering, "household_key"])
 
 
@@ -62,7 +60,7 @@ def county_labels(
     })
     events = f["monitoring_events"].as_of(known_by)
     start, stop = np.datetime64(as_of, "D"), np.datetime64(add_months(as_of, horizon_months), "D")
-    day = events["event_date"].to_numpy().astype("datetime64[D]")
+    day = dates(events, "event_date")
     hits = events[is_one_of(events, "event", "identified") & (day > start) & (day <= stop)]
     index = pd.Index(keys.to_numpy())
     pos = index.get_indexer(hits["household_key"].to_numpy())

@@ -20,13 +20,14 @@ import pandas as pd
 
 from doudi.contract import RISK_TYPES
 from doudi.settings import Settings
-from features.registry import BY_NAME
+from features.registry import BY_NAME, MEDICAL_OOP
 
 # -- thresholds ------------------------------------------------------------------------
 # 医疗: out-of-pocket cost over 12 months (the window of the departments' annual ledgers)
 # with at least one hospital stay. Former-poor households get the lower line of the
 # 防止返贫 guidance; everyone else the higher "catastrophic expense" line.
 OOP_WINDOW_MONTHS = 12
+OOP_FEATURE = MEDICAL_OOP.name(OOP_WINDOW_MONTHS)
 INPATIENT_OOP_FORMER_POOR_YUAN = 5_000.0
 INPATIENT_OOP_OTHER_YUAN = 20_000.0
 # 住房: grade D (4) is "dangerous house, whole"; C/D both count as 危房 in the registry.
@@ -69,7 +70,7 @@ def _monitoring_lines(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
 
 
 def _inpatient_oop(frame: pd.DataFrame, _settings: Settings) -> np.ndarray:
-    oop = _col(frame, f"medical_oop_{OOP_WINDOW_MONTHS}m")
+    oop = _col(frame, OOP_FEATURE)
     stayed = _col(frame, "medical_inpatient_days_12m") > 0
     former_poor = _col(frame, "former_poor") == 1
     line = np.where(former_poor, INPATIENT_OOP_FORMER_POOR_YUAN, INPATIENT_OOP_OTHER_YUAN)
@@ -133,8 +134,8 @@ RULES: tuple[Rule, ...] = (
          f"近{OOP_WINDOW_MONTHS}个月住院自付医疗费用超过标准"
          f"（脱贫户 {INPATIENT_OOP_FORMER_POOR_YUAN:,.0f} 元，其他户 "
          f"{INPATIENT_OOP_OTHER_YUAN:,.0f} 元）",
-         "illness", (f"medical_oop_{OOP_WINDOW_MONTHS}m", "medical_inpatient_days_12m",
-                     "former_poor"), 3.0, _inpatient_oop),
+         "illness", (OOP_FEATURE, "medical_inpatient_days_12m", "former_poor"), 3.0,
+         _inpatient_oop),
     Rule("R_INCOME_BELOW_LINE", "人均纯收入低于当年防止返贫监测范围", "other",
          ("income_per_capita", "income_to_monitoring_line"), 3.0, _income_below_line),
     Rule("R_RIGID_BELOW_LINE", "扣除刚性支出后人均收入低于监测范围", "other",

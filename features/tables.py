@@ -27,7 +27,8 @@ from doudi.months import Month
 from doudi.settings import Settings
 from doudi.warehouse import month_of
 from features.asof import counties, month_range, partition_files
-from features.build import county_features, load_county, output_columns
+from features.build import county_features, output_columns
+from features.county import load_county
 from features.labels import LABEL_COLUMNS, county_labels
 
 log = logging.getLogger(__name__)

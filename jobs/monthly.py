@@ -72,7 +72,7 @@ def run_monthly(
     import ingest
     from doudi.months import require_not_future
     from features.asof import require_delivered
-    from serving.assistance import current_assistance
+    from features.assistance import current_assistance
     from serving.export import export_new_alerts
     from serving.scoring import score_month
     from serving.store import (

@@ -129,6 +129,14 @@ def person_names(
     takes_head = (relation == SIBLING) | ((relation == PARENT) & male)
     surname[takes_head] = own[head_of][takes_head]
 
+    first, second = _given_names(male, rng)
+    han = pc.binary_join_element_wise(surnames.take(pa.array(surname)), first, second, "")
+    return pc.if_else(pa.array(ethnicity == TIBETAN), _tibetan_names(male, rng), han)
+
+
+def _given_names(male: np.ndarray, rng: np.random.Generator) -> tuple[pa.Array, pa.Array]:
+    """One or two given characters by sex: (first, second), the second often empty."""
+    p = len(male)
     given_m, given_f, given_any = _chars(GIVEN_MALE), _chars(GIVEN_FEMALE), _chars(GIVEN_ANY)
     first = pc.if_else(
         pa.array(male),
@@ -149,8 +157,12 @@ def person_names(
     second = pc.if_else(
         pa.array(roll < 0.33), empty, pc.if_else(pa.array(roll >= 0.8), first, second_gendered)
     )
-    han = pc.binary_join_element_wise(surnames.take(pa.array(surname)), first_char, second, "")
+    return first_char, second
 
+
+def _tibetan_names(male: np.ndarray, rng: np.random.Generator) -> pa.Array:
+    """Two common name elements, the second by sex; a quarter use the first alone."""
+    p = len(male)
     tib_first = pa.array(TIBETAN_FIRST).take(pa.array(rng.integers(0, len(TIBETAN_FIRST), p)))
     tib_second = pc.if_else(
         pa.array(male),
@@ -158,12 +170,11 @@ def person_names(
         pa.array(TIBETAN_FEMALE).take(pa.array(rng.integers(0, len(TIBETAN_FEMALE), p))),
     )
     single = rng.random(p) < 0.25  # one element alone (扎西, 才让)
-    tibetan = pc.if_else(
+    return pc.if_else(
         pa.array(single),
         tib_first,
         pc.binary_join_element_wise(tib_first, tib_second, ""),
     )
-    return pc.if_else(pa.array(ethnicity == TIBETAN), tibetan, han)
 
 
 def phone_numbers(n: int, missing_share: float, rng: np.random.Generator) -> pa.Array:

@@ -107,58 +107,100 @@ class Records:
     def _lag(self, base: np.ndarray, low: int, high: int) -> np.ndarray:
         return np.asarray(base, dtype=np.int64) + self.rng.integers(low, high + 1, len(base))
 
-    # --- the world as it stood before the burn-in -----------------------------------
-    def history(self, state: State, first_month: int) -> None:
-        """Certificates, housing assessments, tekun spells and assets from before the burn-in."""
-        h, p = state.households, state.persons
-        n = len(h.village)
-        self.spell_start_day = np.full(n, NULL, dtype=np.int64)
-        self.components = np.zeros((n, 12, 5), dtype=np.float32)
-        self.ident_day = np.full(n, NULL, dtype=np.int64)
-        rng = self.rng
-        before = int(timeutil.first_day(first_month))
+    def _days_in(self, start: int, end: int, n: int) -> np.ndarray:
+        """`n` days drawn uniformly from `start` to `end` (day numbers, both included)."""
+        return self.rng.integers(start, end + 1, n)
 
-        disabled = np.flatnonzero(p.disability_grade > 0)
-        cert_day = np.maximum(before - rng.integers(30, 3000, len(disabled)), p.birth_day[disabled])
-        self._add("disability", self._disability_rows(state, disabled, cert_day))
+    # --- one builder per feed that is written from more than one place ------------------
+    def _household_rows(
+        self, state: State, hh: np.ndarray, relocated: np.ndarray, reported: np.ndarray
+    ) -> Batch:
+        """Roster rows of households `hh` (`relocated` as the record states it)."""
+        h = state.households
+        heads = np.full(len(h.village), -1, dtype=np.int64)
+        head_rows = np.flatnonzero(state.persons.relation == 0)
+        heads[state.persons.hh[head_rows]] = head_rows
+        return {
+            "household_id": hh,
+            "village_code": h.village[hh].astype(np.int64),
+            "head_person_id": heads[hh],
+            "poverty_history": np.where(h.former_poor[hh], 0, 1).astype(np.int64),
+            "lifted_year": self.registry.lifted_year[hh].astype(np.int64),
+            "relocated": relocated.astype(np.int8),
+            "reported_date": reported,
+            "_county": self._county_of_hh(state, hh),
+        }
 
-        hh = np.arange(n)
-        assessed = before - rng.integers(60, 1500, n)
-        self._add(
-            "housing",
-            {
-                "household_id": hh,
-                "assessed_date": assessed,
-                "safety_grade": h.house_grade.astype(np.int64),
-                "renovation_funded": np.zeros(n, dtype=np.int8),
-                "reported_date": assessed + rng.integers(5, 60, n),
-                "_county": self._county_of_hh(state, hh),
-            },
-        )
+    def _person_rows(
+        self,
+        state: State,
+        persons: np.ndarray,
+        status: np.ndarray,
+        status_date: np.ndarray,
+        reported: np.ndarray,
+        *,
+        gaps: bool = False,
+    ) -> Batch:
+        """Registry rows of `persons`; with `gaps` some sex, birth date, ethnicity are blank."""
+        p, n = state.persons, len(persons)
+        sex = np.where(p.male[persons], 0, 1)
+        birth_date = p.birth_day[persons]
+        ethnicity = p.ethnicity[persons]
+        if gaps:
+            sex = np.where(self.rng.random(n) < 0.05, -1, sex)
+            birth_date = np.where(self.rng.random(n) < 0.05, NULL, birth_date)
+            ethnicity = np.where(self.rng.random(n) < 0.03, -1, ethnicity)
+        return {
+            "person_id": persons,
+            "household_id": p.hh[persons].astype(np.int64),
+            "relation": p.relation[persons].astype(np.int64),
+            "sex": sex.astype(np.int64),
+            "birth_date": birth_date,
+            "ethnicity": ethnicity.astype(np.int64),
+            "status": status.astype(np.int64),
+            "status_date": status_date,
+            "reported_date": reported,
+            "_county": self._county_of_person(state, persons),
+        }
 
-        tekun = np.flatnonzero(h.tekun)
-        start_day = timeutil.first_day(h.assist_start[tekun]) + rng.integers(0, 28, len(tekun))
-        self.spell_start_day[tekun] = start_day
-        self._add(
-            "social_assistance",
-            {
-                "household_id": tekun,
-                "program": np.full(len(tekun), TEKUN, dtype=np.int64),
-                "start_date": start_day,
-                "end_date": np.full(len(tekun), NULL, dtype=np.int64),
-                "monthly_amount_yuan": h.assist_amount[tekun].astype(np.float64),
-                "reported_date": start_day + rng.integers(3, 30, len(tekun)),
-                "_county": self._county_of_hh(state, tekun),
-            },
-        )
+    def _housing_rows(
+        self,
+        state: State,
+        hh: np.ndarray,
+        assessed_day: np.ndarray,
+        funded: np.ndarray,
+        reported: np.ndarray,
+    ) -> Batch:
+        """Safety assessments of households `hh` (the grade as assessed now)."""
+        return {
+            "household_id": hh,
+            "assessed_date": assessed_day,
+            "safety_grade": state.households.house_grade[hh].astype(np.int64),
+            "renovation_funded": funded.astype(np.int8),
+            "reported_date": reported,
+            "_county": self._county_of_hh(state, hh),
+        }
 
-        owner_p = np.clip(0.03 * np.exp(-0.8 * h.fragility[p.hh]), 0, 0.5)
-        owners = np.flatnonzero(
-            (rng.random(len(p.hh)) < owner_p) & ((first_month - p.birth_month) >= 22 * 12)
-        )
-        self._add(
-            "assets", self._asset_rows(state, owners, before - rng.integers(30, 2500, len(owners)))
-        )
+    def _spell_rows(
+        self,
+        state: State,
+        hh: np.ndarray,
+        program: np.ndarray,
+        start_day: np.ndarray,
+        end_day: np.ndarray,
+        amount: np.ndarray,
+        reported: np.ndarray,
+    ) -> Batch:
+        """Assistance spells of households `hh` (`end_day` NULL while open)."""
+        return {
+            "household_id": hh,
+            "program": program.astype(np.int64),
+            "start_date": start_day,
+            "end_date": end_day,
+            "monthly_amount_yuan": amount.astype(np.float64),
+            "reported_date": reported,
+            "_county": self._county_of_hh(state, hh),
+        }
 
     def _disability_rows(self, state: State, persons: np.ndarray, day: np.ndarray) -> Batch:
         p = state.persons
@@ -195,6 +237,60 @@ class Records:
             "_county": self._county_of_person(state, persons),
         }
 
+    # --- the world as it stood before the burn-in -----------------------------------
+    def history(self, state: State, first_month: int) -> None:
+        """Certificates, housing assessments, tekun spells and assets from before the burn-in."""
+        n = len(state.households.village)
+        self.spell_start_day = np.full(n, NULL, dtype=np.int64)
+        self.components = np.zeros((n, 12, 5), dtype=np.float32)
+        self.ident_day = np.full(n, NULL, dtype=np.int64)
+        before = int(timeutil.first_day(first_month))
+        self._past_certificates(state, before)
+        self._past_assessments(state, before)
+        self._past_tekun_spells(state)
+        self._past_assets(state, first_month, before)
+
+    def _past_certificates(self, state: State, before: int) -> None:
+        p = state.persons
+        disabled = np.flatnonzero(p.disability_grade > 0)
+        day = np.maximum(before - self.rng.integers(30, 3000, len(disabled)), p.birth_day[disabled])
+        self._add("disability", self._disability_rows(state, disabled, day))
+
+    def _past_assessments(self, state: State, before: int) -> None:
+        """Every house was assessed once, 2 months to 4 years before."""
+        n = len(state.households.village)
+        assessed = before - self.rng.integers(60, 1500, n)
+        reported = self._lag(assessed, 5, 59)
+        self._add(
+            "housing",
+            self._housing_rows(state, np.arange(n), assessed, np.zeros(n, dtype=bool), reported),
+        )
+
+    def _past_tekun_spells(self, state: State) -> None:
+        h = state.households
+        tekun = np.flatnonzero(h.tekun)
+        start_day = timeutil.first_day(h.assist_start[tekun]) + self.rng.integers(0, 28, len(tekun))
+        self.spell_start_day[tekun] = start_day
+        program = np.full(len(tekun), TEKUN)
+        still_open = np.full(len(tekun), NULL, dtype=np.int64)
+        reported = self._lag(start_day, 3, 29)
+        self._add(
+            "social_assistance",
+            self._spell_rows(
+                state, tekun, program, start_day, still_open, h.assist_amount[tekun], reported
+            ),
+        )
+
+    def _past_assets(self, state: State, first_month: int, before: int) -> None:
+        """Assets recorded for some adults (fewer in fragile households)."""
+        h, p, rng = state.households, state.persons, self.rng
+        owner_p = np.clip(0.03 * np.exp(-0.8 * h.fragility[p.hh]), 0, 0.5)
+        owners = np.flatnonzero(
+            (rng.random(len(p.hh)) < owner_p) & ((first_month - p.birth_month) >= 22 * 12)
+        )
+        day = before - rng.integers(30, 2500, len(owners))
+        self._add("assets", self._asset_rows(state, owners, day))
+
     def plan_divisions(self, start_month: int, end_month: int) -> None:
         """Draw the division renames of the reported period (before any file is written)."""
         plan_renames(
@@ -208,46 +304,25 @@ class Records:
     # --- the first extract ---------------------------------------------------------
     def roster(self, state: State) -> None:
         """The households roster, persons registry and division names of the roster day."""
-        h, p, reg = state.households, state.persons, self.registry
+        h, p = state.households, state.persons
         n, n_p = len(h.village), len(p.hh)
-        rng = self.rng
-        heads = np.full(n, -1, dtype=np.int64)
-        head_rows = np.flatnonzero(p.relation == 0)
-        heads[p.hh[head_rows]] = head_rows
-        day = np.full(n, self.roster_day, dtype=np.int64)
+        hh = np.arange(n)
         self._add(
             "households",
-            {
-                "household_id": np.arange(n),
-                "village_code": h.village.astype(np.int64),
-                "head_person_id": heads,
-                "poverty_history": np.where(h.former_poor, 0, 1).astype(np.int64),
-                "lifted_year": reg.lifted_year.astype(np.int64),
-                "relocated": reg.relocated_known.astype(np.int8),
-                "reported_date": day,
-                "_county": self._county_of_hh(state, np.arange(n)),
-            },
+            self._household_rows(
+                state,
+                hh,
+                self.registry.relocated_known,
+                np.full(n, self.roster_day, dtype=np.int64),
+            ),
         )
-        persons = np.arange(n_p)
         status = np.select([p.status == DECEASED, p.status == MOVED_OUT], [1, 2], 0)
+        status_date = np.where(status == 0, p.birth_day, p.status_day)
+        reported = np.full(n_p, self.roster_day, dtype=np.int64)
         self._add(
             "persons",
-            {
-                "person_id": persons,
-                "household_id": p.hh.astype(np.int64),
-                "relation": p.relation.astype(np.int64),
-                "sex": np.where(rng.random(n_p) < 0.05, -1, np.where(p.male, 0, 1)).astype(
-                    np.int64
-                ),
-                "birth_date": np.where(rng.random(n_p) < 0.05, NULL, p.birth_day),
-                "ethnicity": np.where(rng.random(n_p) < 0.03, -1, p.ethnicity).astype(np.int64),
-                "status": status.astype(np.int64),
-                "status_date": np.where(status == 0, p.birth_day, p.status_day),
-                "reported_date": np.full(n_p, self.roster_day, dtype=np.int64),
-                "_county": self._county_of_person(state, persons),
-            },
+            self._person_rows(state, np.arange(n_p), status, status_date, reported, gaps=True),
         )
-
         self.division_name = self.registry.divisions.name.copy()
         self._divisions(np.arange(len(self.division_name)), self.roster_day)
 
@@ -271,7 +346,7 @@ class Records:
         if len(due):
             which = div.rename_division[due]
             self.division_name[which] = div.rename_name[due]
-            self._divisions(which, self.rng.integers(start, end + 1, len(which)))
+            self._divisions(which, self._days_in(start, end, len(which)))
         if timeutil.calendar_month(m) == 1 and start > self.roster_day:
             # the yearly code table: every division again, as named now (early January)
             day = start + int(self.rng.integers(0, 15))
@@ -280,61 +355,77 @@ class Records:
     # --- one month ------------------------------------------------------------
     def month(self, state: State, out: MonthOutcome, *, flows: bool) -> None:
         """Rows for what happened in `out.month`; `flows` adds the monthly person feeds."""
-        h, p = state.households, state.persons
-        m, rng = out.month, self.rng
-        n = len(h.village)
+        m = out.month
         cal = timeutil.calendar_month(m)
         start, end = int(timeutil.first_day(m)), int(timeutil.last_day(m))
-        alive = p.status == LIVING
-        self.components[:, m % 12, :] = np.stack(
+        self._keep_income_components(out)
+        if flows:
+            self._person_changes(state, out)
+            self._medical(state, out, end)
+            self._employment(state, out, start)
+            if cal in (3, 9):
+                self._education(state, out, start)
+            if self.rng.random() < 0.5:
+                self._roster_corrections(state, start)
+            self._division_changes(m, start, end)
+        self._certificates(state, out, start, end)
+        self._disasters(state, out)
+        self._assessments(state, out)
+        self._monitoring(state, out, start, end)
+        self._assistance(state, out, start, end)
+        if cal in (6, 12):
+            self._income_checks(state, out, m)
+        if cal == 12:
+            self._agriculture(state, m)
+        self._asset_purchases(state, m, start, end)
+
+    def _keep_income_components(self, out: MonthOutcome) -> None:
+        """This month's income by component: what the income checks later sum up."""
+        self.components[:, out.month % 12, :] = np.stack(
             [
-                out.wage_income,
-                out.operating_income,
-                out.property_income,
-                out.transfer_income,
-                out.rigid_expenditure,
+                out.income.wage,
+                out.income.operating,
+                out.income.property_income,
+                out.income.transfer,
+                out.rigid.total,
             ],
             axis=1,
         )
 
-        if flows:
-            changed = np.flatnonzero(out.died | out.moved_out)
-            self._add(
-                "persons",
-                {
-                    "person_id": changed,
-                    "household_id": p.hh[changed].astype(np.int64),
-                    "relation": p.relation[changed].astype(np.int64),
-                    "sex": np.where(p.male[changed], 0, 1).astype(np.int64),
-                    "birth_date": p.birth_day[changed],
-                    "ethnicity": p.ethnicity[changed].astype(np.int64),
-                    "status": np.where(out.died[changed], 1, 2).astype(np.int64),
-                    "status_date": p.status_day[changed],
-                    "reported_date": self._lag(p.status_day[changed], 5, 60),
-                    "_county": self._county_of_person(state, changed),
-                },
-            )
-            self._medical(state, out, start, end)
-            self._employment(state, out, alive, start)
-            if cal in (3, 9):
-                self._education(state, out, start)
-            if rng.random() < 0.5:  # roster corrections: relocation flags filled in
-                fix = np.flatnonzero(rng.random(n) < 0.002)
-                self._roster_corrections(state, fix, start)
-            self._division_changes(m, start, end)
+    def _person_changes(self, state: State, out: MonthOutcome) -> None:
+        """Deaths and moves, 5-60 days after the event."""
+        p = state.persons
+        changed = np.flatnonzero(out.died | out.moved_out)
+        status = np.where(out.died[changed], 1, 2)
+        status_date = p.status_day[changed]
+        reported = self._lag(status_date, 5, 60)
+        self._add("persons", self._person_rows(state, changed, status, status_date, reported))
 
+    def _roster_corrections(self, state: State, start: int) -> None:
+        """A few households re-reported with their relocation flag filled in."""
+        fix = np.flatnonzero(self.rng.random(len(state.households.village)) < 0.002)
+        reported = self._lag(np.full(len(fix), start), 0, 27)
+        self._add(
+            "households",
+            self._household_rows(state, fix, state.households.relocated[fix], reported),
+        )
+
+    def _certificates(self, state: State, out: MonthOutcome, start: int, end: int) -> None:
         certified = np.flatnonzero(out.certified)
-        cert_day = rng.integers(start, end + 1, len(certified))
-        self._add("disability", self._disability_rows(state, certified, cert_day))
+        day = self._days_in(start, end, len(certified))
+        self._add("disability", self._disability_rows(state, certified, day))
 
-        hit = np.flatnonzero(out.disaster_hazard >= 0)
+    def _disasters(self, state: State, out: MonthOutcome) -> None:
+        """Disaster reports 1-20 days after the event; 10 % revised 30-90 days later."""
+        rng = self.rng
+        hit = np.flatnonzero(out.disasters.hazard >= 0)
         disasters = {
             "household_id": hit,
-            "event_date": out.disaster_day[hit],
-            "hazard": out.disaster_hazard[hit].astype(np.int64),
-            "loss_yuan": out.disaster_loss[hit],
-            "house_damage": out.disaster_damage[hit].astype(np.int64),
-            "reported_date": self._lag(out.disaster_day[hit], 1, 20),
+            "event_date": out.disasters.day[hit],
+            "hazard": out.disasters.hazard[hit].astype(np.int64),
+            "loss_yuan": out.disasters.loss[hit],
+            "house_damage": out.disasters.damage[hit].astype(np.int64),
+            "reported_date": self._lag(out.disasters.day[hit], 1, 20),
             "_county": self._county_of_hh(state, hit),
         }
         self._add("disasters", disasters)
@@ -346,66 +437,37 @@ class Records:
         revision["reported_date"] = revision["reported_date"] + rng.integers(30, 90, len(revised))
         self._add("disasters", revision)
 
-        assessed = np.flatnonzero(out.assessed)
-        self._add(
-            "housing",
-            {
-                "household_id": assessed,
-                "assessed_date": out.assessed_day[assessed],
-                "safety_grade": h.house_grade[assessed].astype(np.int64),
-                "renovation_funded": out.renovation_funded[assessed].astype(np.int8),
-                "reported_date": self._lag(out.assessed_day[assessed], 3, 40),
-                "_county": self._county_of_hh(state, assessed),
-            },
-        )
+    def _assessments(self, state: State, out: MonthOutcome) -> None:
+        assessed = np.flatnonzero(out.assessments.assessed)
+        day = out.assessments.day[assessed]
+        funded = out.assessments.renovation_funded[assessed]
+        reported = self._lag(day, 3, 40)
+        self._add("housing", self._housing_rows(state, assessed, day, funded, reported))
 
-        self._monitoring(state, out, start, end)
-        self._assistance(state, out, start, end)
-        if cal in (6, 12):
-            self._income_checks(state, out, m)
-        if cal == 12:
-            self._agriculture(state, m)
+    def _asset_purchases(self, state: State, m: int, start: int, end: int) -> None:
+        """Rare new asset records of living adults."""
+        h, p = state.households, state.persons
         buyers = np.flatnonzero(
-            alive
-            & (rng.random(len(p.hh)) < 0.0002 * np.exp(-0.8 * h.fragility[p.hh]))
+            (p.status == LIVING)
+            & (self.rng.random(len(p.hh)) < 0.0002 * np.exp(-0.8 * h.fragility[p.hh]))
             & ((m - p.birth_month) >= 22 * 12)
         )
-        self._add(
-            "assets", self._asset_rows(state, buyers, rng.integers(start, end + 1, len(buyers)))
-        )
+        self._add("assets", self._asset_rows(state, buyers, self._days_in(start, end, len(buyers))))
 
-    def _roster_corrections(self, state: State, fix: np.ndarray, start: int) -> None:
-        h, reg = state.households, self.registry
-        heads = np.full(len(h.village), -1, dtype=np.int64)
-        head_rows = np.flatnonzero(state.persons.relation == 0)
-        heads[state.persons.hh[head_rows]] = head_rows
-        self._add(
-            "households",
-            {
-                "household_id": fix,
-                "village_code": h.village[fix].astype(np.int64),
-                "head_person_id": heads[fix],
-                "poverty_history": np.where(h.former_poor[fix], 0, 1).astype(np.int64),
-                "lifted_year": reg.lifted_year[fix].astype(np.int64),
-                "relocated": h.relocated[fix].astype(np.int8),
-                "reported_date": self._lag(np.full(len(fix), start), 0, 27),
-                "_county": self._county_of_hh(state, fix),
-            },
-        )
-
-    def _medical(self, state: State, out: MonthOutcome, start: int, end: int) -> None:
+    def _medical(self, state: State, out: MonthOutcome, end: int) -> None:
+        """Person-months with visits or stays, 15-60 days after month end; 1 % corrected."""
         p, rng = state.persons, self.rng
-        rows = np.flatnonzero((out.outpatient > 0) | (out.inpatient_days > 0))
+        rows = np.flatnonzero((out.care.outpatient > 0) | (out.care.inpatient_days > 0))
         code = np.where(p.chronic[rows] > 0, p.illness_code[rows] + 8 * (p.chronic[rows] == 2), -1)
         batch: Batch = {
             "person_id": rows,
             "month": np.full(len(rows), out.month, dtype=np.int64),
             "insured": p.insured[rows].astype(np.int8),
-            "outpatient_visits": out.outpatient[rows].astype(np.int64),
-            "inpatient_days": out.inpatient_days[rows].astype(np.int64),
-            "total_cost_yuan": out.total_cost[rows],
-            "reimbursed_yuan": out.reimbursed[rows],
-            "out_of_pocket_yuan": np.round(out.total_cost[rows] - out.reimbursed[rows], 2),
+            "outpatient_visits": out.care.outpatient[rows].astype(np.int64),
+            "inpatient_days": out.care.inpatient_days[rows].astype(np.int64),
+            "total_cost_yuan": out.care.total_cost[rows],
+            "reimbursed_yuan": out.care.reimbursed[rows],
+            "out_of_pocket_yuan": np.round(out.care.out_of_pocket[rows], 2),
             "serious_illness": code.astype(np.int64),
             "reported_date": self._lag(np.full(len(rows), end), 15, 60),
             "_county": self._county_of_person(state, rows),
@@ -422,10 +484,11 @@ class Records:
         corrected["reported_date"] = corrected["reported_date"] + rng.integers(20, 70, len(fix))
         self._add("medical", corrected)
 
-    def _employment(self, state: State, out: MonthOutcome, alive: np.ndarray, start: int) -> None:
+    def _employment(self, state: State, out: MonthOutcome, start: int) -> None:
+        """Registered working-age people: status and wage, next month."""
         p, rng = state.persons, self.rng
         age = (out.month - p.birth_month) // 12
-        rows = np.flatnonzero(alive & p.registered & (age >= 16) & (age <= 64))
+        rows = np.flatnonzero((p.status == LIVING) & p.registered & (age >= 16) & (age <= 64))
         work, employed = p.work[rows], p.employed[rows]
         in_season = 3 <= timeutil.calendar_month(out.month) <= 11
         status = np.select(
@@ -472,7 +535,7 @@ class Records:
         p = state.persons
         rows = np.flatnonzero(
             ((p.status == LIVING) & (p.school_stage >= 0) & (p.school_status == ENROLLED))
-            | out.school_changed
+            | out.school.changed
         )
         enrolled = p.school_status[rows] == ENROLLED
         self._add(
@@ -482,8 +545,8 @@ class Records:
                 "term": np.full(len(rows), out.month, dtype=np.int64),
                 "stage": p.school_stage[rows].astype(np.int64),
                 "status": p.school_status[rows].astype(np.int64),
-                "tuition_yuan": np.where(enrolled, np.round(out.tuition[rows], 2), 0.0),
-                "aid_yuan": np.where(enrolled, np.round(out.aid[rows], 2), 0.0),
+                "tuition_yuan": np.where(enrolled, np.round(out.school.tuition[rows], 2), 0.0),
+                "aid_yuan": np.where(enrolled, np.round(out.school.aid[rows], 2), 0.0),
                 "reported_date": self._lag(np.full(len(rows), start), 10, 45),
                 "_county": self._county_of_person(state, rows),
             },
@@ -516,10 +579,10 @@ class Records:
 
     def _assistance(self, state: State, out: MonthOutcome, start: int, end: int) -> None:
         rng = self.rng
-        started = np.flatnonzero(out.assist_started)
+        started = np.flatnonzero(out.started.households)
         day = rng.integers(start, end + 1, len(started))
         self.spell_start_day[started] = day
-        program = out.assist_started_program[started]
+        program = out.started.program[started]
         temporary = program == TEMPORARY
         self._add(
             "social_assistance",
@@ -528,22 +591,22 @@ class Records:
                 "program": program.astype(np.int64),
                 "start_date": day,
                 "end_date": np.where(temporary, day, NULL),
-                "monthly_amount_yuan": out.assist_started_amount[started].astype(np.float64),
+                "monthly_amount_yuan": out.started.amount[started].astype(np.float64),
                 "reported_date": self._lag(day, 0, 20),
                 "_county": self._county_of_hh(state, started),
             },
         )
-        ended = np.flatnonzero(out.assist_ended & (out.assist_ended_program != TEMPORARY))
+        ended = np.flatnonzero(out.ended.households & (out.ended.program != TEMPORARY))
         start_day = self.spell_start_day[ended]
         end_day = np.maximum(rng.integers(start, end + 1, len(ended)), start_day)
         self._add(
             "social_assistance",
             {
                 "household_id": ended,
-                "program": out.assist_ended_program[ended].astype(np.int64),
+                "program": out.ended.program[ended].astype(np.int64),
                 "start_date": start_day,
                 "end_date": end_day,
-                "monthly_amount_yuan": out.assist_ended_amount[ended].astype(np.float64),
+                "monthly_amount_yuan": out.ended.amount[ended].astype(np.float64),
                 "reported_date": self._lag(end_day, 1, 25),
                 "_county": self._county_of_hh(state, ended),
             },
@@ -553,13 +616,13 @@ class Records:
         h, rng = state.households, self.rng
         annual = timeutil.calendar_month(m) == 12
         who = (h.income_checked | h.monitored) if annual else (h.former_poor | h.monitored)
-        rows = np.flatnonzero(who & (out.members > 0))
+        rows = np.flatnonzero(who & (out.income.members > 0))
         sums = self.components[rows].sum(axis=1, dtype=np.float64) * rng.normal(
             1, 0.03, (len(rows), 1)
         )
         wage, operating, prop, transfer, rigid = (np.round(sums[:, k], 2) for k in range(5))
         wage, prop, transfer, rigid = (np.clip(x, 0, None) for x in (wage, prop, transfer, rigid))
-        per_capita = np.round((wage + operating + prop + transfer) / out.members[rows], 2)
+        per_capita = np.round((wage + operating + prop + transfer) / out.income.members[rows], 2)
         end = int(timeutil.last_day(m))
         reported = (
             (end + rng.integers(10, 90, len(rows)))

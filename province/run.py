@@ -6,7 +6,7 @@ import csv
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,96 @@ import pyarrow.parquet as pq
 from doudi.errors import UserError
 from doudi.settings import Settings
 from province import timeutil
-from province.dynamics import step
+from province.dynamics import MonthOutcome, step
 from province.identity import Divisions
 from province.params import WorldParams
 from province.records import Batch, Records, concat, dedupe_versions
+from province.state import State
 from province.truth import average_precision, contract_labels, oracle_probabilities, roc_auc
-from province.world import build_world
+from province.world import Registry, build_world
 from province.writer import BadRow, Outage, Writer
 
 LABEL_FEEDS = ("households", "persons", "monitoring_events", "social_assistance")
 OUTAGE_FEEDS = ("employment", "medical")
+
+
+@dataclass(frozen=True)
+class _Period:
+    """The months of a run: burn-in from `first`, reported from `start` to `end`."""
+
+    first: int  # the first burn-in month
+    start: int  # the first reported month (the roster's)
+    end: int  # the last reported month
+    horizon: int  # months ahead a label looks
+
+    @classmethod
+    def of(cls, start: str, months: int, horizon: int, params: WorldParams) -> _Period:
+        start_month = timeutil.parse_month(start)
+        return cls(
+            start_month - params.burn_in_months, start_month, start_month + months - 1, horizon
+        )
+
+    @property
+    def roster_day(self) -> int:
+        return int(timeutil.first_day(self.start))
+
+    @property
+    def as_of_months(self) -> list[int]:
+        """The months with a whole horizon inside the period: the labelled ones."""
+        return list(range(self.start, self.end - self.horizon + 1))
+
+    def years(self) -> range:
+        """Every year from the burn-in to the last horizon (their monitoring lines)."""
+        last = self.end + self.horizon
+        return range(int(timeutil.year_of(self.first)), int(timeutil.year_of(last)) + 1)
+
+
+@dataclass(frozen=True)
+class _Oracle:
+    """The as-of months the oracle forward-simulates, each with its own stream, and the
+    households it follows."""
+
+    rng: dict[int, np.random.Generator]
+    sample: np.ndarray
+
+    @classmethod
+    def seeded(
+        cls, seed: np.random.SeedSequence, period: _Period, households: int, params: WorldParams
+    ) -> _Oracle:
+        months = period.as_of_months[-params.oracle_last_as_of_months :]
+        # spawn order matters (a SeedSequence counts its children): months first, then sample
+        rng = {
+            m: np.random.default_rng(s)
+            for m, s in zip(months, seed.spawn(len(months)), strict=True)
+        }
+        sample = np.random.default_rng(seed.spawn(1)[0]).choice(
+            households, min(households, params.oracle_max_households), replace=False
+        )
+        return cls(rng, np.sort(sample))
+
+
+@dataclass
+class _Tally:
+    """What the month loop keeps for the truth files and the summary."""
+
+    label_rows: dict[str, list[Batch]] = field(default_factory=lambda: {f: [] for f in LABEL_FEEDS})
+    onsets: dict[int, np.ndarray] = field(default_factory=dict)
+    hardship_share: list[float] = field(default_factory=list)
+    identified_total: list[int] = field(default_factory=list)
+    identified_hardship: list[int] = field(default_factory=list)
+    oracle_probability: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def count(self, state: State, outcome: MonthOutcome, was_hardship: np.ndarray) -> None:
+        """A reported month's onsets, hardship share and identifications (true or not)."""
+        self.onsets[outcome.month] = outcome.onset
+        self.hardship_share.append(float(state.households.hardship.mean()))
+        self.identified_total.append(int(outcome.identified.sum()))
+        self.identified_hardship.append(int((outcome.identified & was_hardship).sum()))
+
+    def keep_label_rows(self, written: dict[str, Batch]) -> None:
+        for f in LABEL_FEEDS:
+            if f in written:
+                self.label_rows[f].append(written[f])
 
 
 def simulate(
@@ -44,7 +124,36 @@ def simulate(
     """Write a province to `out/raw` (the 14 feeds) and `out/truth`; return the summary."""
     settings = settings or Settings()
     params = params or WorldParams()
-    horizon = settings.horizon_months
+    _check_size(households, months, settings.horizon_months, params)
+    report = progress or (lambda stage, fraction: None)
+    raw_dir, truth_dir = _fresh_output_folders(Path(out))
+    period = _Period.of(start, months, settings.horizon_months, params)
+    lines = {y: settings.monitoring_line(y) for y in period.years()}
+    world_seed, dyn_seed, rec_seed, write_seed, oracle_seed = np.random.SeedSequence(seed).spawn(5)
+
+    report("building the province", 0.0)
+    state, registry = build_world(
+        households, period.first, params, np.random.default_rng(world_seed)
+    )
+    records = Records(registry, params, np.random.default_rng(rec_seed), period.roster_day)
+    records.history(state, period.first)
+    records.plan_divisions(period.start, period.end)
+    write_rng = np.random.default_rng(write_seed)
+    outages = _draw_outages(len(registry.county_codes), period.start, period.end, params, write_rng)
+    writer = Writer(raw_dir, registry, params, write_rng, outages, period.roster_day)
+    oracle = _Oracle.seeded(oracle_seed, period, households, params)
+    world = _World(
+        state, registry, records, writer, outages, np.random.default_rng(dyn_seed), params, lines
+    )
+    tally = _live_through(world, period, oracle, report)
+    writer.close()
+    report("truth", 1.0)
+    return _write_truth(
+        truth_dir, world, period, oracle, tally, months=months, start=start, seed=seed
+    )
+
+
+def _check_size(households: int, months: int, horizon: int, params: WorldParams) -> None:
     if months < 12:
         raise UserError(f"--months must be at least 12, got {months}")
     if months <= horizon + params.oracle_last_as_of_months:
@@ -54,129 +163,109 @@ def simulate(
         )
     if households < 10:
         raise UserError(f"--households must be at least 10, got {households}")
-    report = progress or (lambda stage, fraction: None)
 
-    out = Path(out)
+
+def _fresh_output_folders(out: Path) -> tuple[Path, Path]:
+    """Empty `out/raw` and `out/truth`: our own outputs only, a rerun replaces them."""
     raw_dir, truth_dir = out / "raw", out / "truth"
-    for folder in (raw_dir, truth_dir):  # our own outputs only: a rerun replaces them
+    for folder in (raw_dir, truth_dir):
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
+    return raw_dir, truth_dir
 
-    start_month = timeutil.parse_month(start)
-    first_month = start_month - params.burn_in_months
-    end_month = start_month + months - 1
-    years = range(
-        int(timeutil.year_of(first_month)), int(timeutil.year_of(end_month + horizon)) + 1
-    )
-    lines = {y: settings.monitoring_line(y) for y in years}
-    world_seed, dyn_seed, rec_seed, write_seed, oracle_seed = np.random.SeedSequence(seed).spawn(5)
 
-    report("building the province", 0.0)
-    state, registry = build_world(
-        households, first_month, params, np.random.default_rng(world_seed)
-    )
-    roster_day = int(timeutil.first_day(start_month))
-    records = Records(registry, params, np.random.default_rng(rec_seed), roster_day)
-    records.history(state, first_month)
-    records.plan_divisions(start_month, end_month)
-    write_rng = np.random.default_rng(write_seed)
-    outages = _draw_outages(len(registry.county_codes), start_month, end_month, params, write_rng)
-    writer = Writer(raw_dir, registry, params, write_rng, outages, roster_day)
+@dataclass(frozen=True)
+class _World:
+    """The living province and what turns its months into files."""
 
-    as_of_months = list(range(start_month, end_month - horizon + 1))
-    oracle_months = as_of_months[-params.oracle_last_as_of_months :]
-    oracle_rng = {
-        m: np.random.default_rng(s)
-        for m, s in zip(oracle_months, oracle_seed.spawn(len(oracle_months)), strict=True)
-    }
-    n = households
-    oracle_sample = np.sort(
-        np.random.default_rng(oracle_seed.spawn(1)[0]).choice(
-            n, min(n, params.oracle_max_households), replace=False
-        )
-    )
-    dyn_rng = np.random.default_rng(dyn_seed)
-    label_rows: dict[str, list[Batch]] = {f: [] for f in LABEL_FEEDS}
-    onsets: dict[int, np.ndarray] = {}
-    hardship_share: list[float] = []
-    identified_hardship: list[int] = []
-    identified_total: list[int] = []
-    oracle_probability: dict[int, np.ndarray] = {}
+    state: State
+    registry: Registry
+    records: Records
+    writer: Writer
+    outages: list[Outage]
+    rng: np.random.Generator  # the dynamics' stream
+    params: WorldParams
+    lines: dict[int, float]  # monitoring line by year
 
-    total_steps = end_month - first_month + 1
-    for k, m in enumerate(range(first_month, end_month + 1)):
-        if m == start_month:
+
+def _live_through(
+    world: _World, period: _Period, oracle: _Oracle, report: Callable[[str, float], None]
+) -> _Tally:
+    """Burn-in, then each reported month: step, records, files, tallies, oracle futures."""
+    state, records, params = world.state, world.records, world.params
+    tally = _Tally()
+    total_steps = period.end - period.first + 1
+    for k, m in enumerate(range(period.first, period.end + 1)):
+        if m == period.start:
             records.roster(state)
-        detection = m >= first_month + params.detection_after_burn_in_months
+        detection = m >= period.first + params.detection_after_burn_in_months
         was_hardship = state.households.hardship.copy()
-        outcome = step(state, m, dyn_rng, params, lines[int(timeutil.year_of(m))], detection)
-        records.month(state, outcome, flows=m >= start_month)
-        if m >= start_month:
-            onsets[m] = outcome.onset
-            hardship_share.append(float(state.households.hardship.mean()))
-            identified_total.append(int(outcome.identified.sum()))
-            identified_hardship.append(int((outcome.identified & was_hardship).sum()))
+        line = world.lines[int(timeutil.year_of(m))]
+        outcome = step(state, m, world.rng, params, line, detection)
+        records.month(state, outcome, flows=m >= period.start)
+        if m >= period.start:
+            tally.count(state, outcome, was_hardship)
             batches = records.pop_reported(int(timeutil.last_day(m)))
-            if m == start_month:
-                batches = {f: _fold_onto_roster(f, b, roster_day) for f, b in batches.items()}
-            kept = writer.write_month(m, batches)
-            for f in LABEL_FEEDS:
-                if f in kept:
-                    label_rows[f].append(kept[f])
-            if m in oracle_rng:
+            if m == period.start:
+                batches = {
+                    f: _fold_onto_roster(f, b, period.roster_day) for f, b in batches.items()
+                }
+            tally.keep_label_rows(world.writer.write_month(m, batches))
+            if m in oracle.rng:
                 report("oracle futures", k / total_steps)
-                oracle_probability[m] = oracle_probabilities(
-                    state, m, oracle_sample, horizon, params, lines, oracle_rng[m]
+                tally.oracle_probability[m] = oracle_probabilities(
+                    state, m, oracle.sample, period.horizon, params, world.lines, oracle.rng[m]
                 )
         report("simulating months", (k + 1) / total_steps)
-    for m in range(end_month + 1, end_month + horizon + 1):
-        onsets[m] = np.zeros(n, dtype=bool)  # beyond the period: not used by labelled months
+    for m in range(period.end + 1, period.end + period.horizon + 1):
+        tally.onsets[m] = np.zeros(len(state.households.village), dtype=bool)  # beyond the period
+    return tally
 
-    writer.close()
-    report("truth", 1.0)
-    rows = {f: concat(b) for f, b in label_rows.items()}
-    label_stats, oracle = _write_labels(
-        truth_dir,
-        contract_labels(rows, n, as_of_months, horizon, registry.household_ids, onsets),
-        as_of_months,
-        oracle_probability,
-        oracle_sample,
+
+def _write_truth(
+    truth_dir: Path,
+    world: _World,
+    period: _Period,
+    oracle: _Oracle,
+    tally: _Tally,
+    *,
+    months: int,
+    start: str,
+    seed: int,
+) -> dict[str, Any]:
+    """Labels, oracle, listed rows, onsets, `summary.json` and `world.json`; the summary."""
+    registry, writer = world.registry, world.writer
+    households = len(world.state.households.village)
+    rows = {f: concat(b) for f, b in tally.label_rows.items()}
+    labels = contract_labels(
+        rows, households, period.as_of_months, period.horizon, registry.household_ids, tally.onsets
+    )
+    label_stats, oracle_rows = _write_labels(
+        truth_dir, labels, period.as_of_months, tally.oracle_probability, oracle.sample
     )
     _write_listed_rows(truth_dir / "bad_rows.csv", writer.bad_rows)
     _write_listed_rows(truth_dir / "warning_rows.csv", writer.warning_rows)
     _write_listed_rows(truth_dir / "pending_rows.csv", writer.pending_rows)
     _write_onsets(
         truth_dir / "hardship_onsets.parquet",
-        onsets,
-        start_month,
-        end_month,
+        tally.onsets,
+        period.start,
+        period.end,
         registry.household_ids,
     )
-
     summary = _summary(
-        households=n,
-        persons=len(state.persons.hh),
-        months=months,
-        start=start,
-        seed=seed,
-        writer=writer,
-        label_stats=label_stats,
-        oracle=oracle,
-        params=params,
-        lines=lines,
-        hardship_share=hardship_share,
-        identified_total=identified_total,
-        identified_hardship=identified_hardship,
-        undelivered=records.undelivered_rows(),
-        counties=len(registry.county_codes),
-        villages=len(registry.village_codes),
-        horizon=horizon,
-        division_renames=len(registry.divisions.rename_division),
+        world, period, tally, label_stats, oracle_rows, months=months, start=start, seed=seed
     )
     (truth_dir / "summary.json").write_text(
         json.dumps(summary, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8"
     )
+    _write_world(truth_dir / "world.json", registry, world.outages)
+    return summary
+
+
+def _write_world(path: Path, registry: Registry, outages: list[Outage]) -> None:
+    """Counties, villages, division renames and outages (`truth/world.json`)."""
     world = {
         "counties": [
             {"code": c, "name": nm}
@@ -194,10 +283,7 @@ def simulate(
             for o in outages
         ],
     }
-    (truth_dir / "world.json").write_text(
-        json.dumps(world, ensure_ascii=False, indent=1), encoding="utf-8"
-    )
-    return summary
+    path.write_text(json.dumps(world, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 def _write_labels(
@@ -328,26 +414,18 @@ def _auc(y: np.ndarray, score: np.ndarray) -> tuple[float | None, float | None]:
 
 
 def _summary(
+    world: _World,
+    period: _Period,
+    tally: _Tally,
+    label_stats: pd.DataFrame,
+    oracle: pd.DataFrame,
     *,
-    households: int,
-    persons: int,
     months: int,
     start: str,
     seed: int,
-    writer: Writer,
-    label_stats: pd.DataFrame,
-    oracle: pd.DataFrame,
-    params: WorldParams,
-    lines: dict[int, float],
-    hardship_share: list[float],
-    identified_total: list[int],
-    identified_hardship: list[int],
-    undelivered: int,
-    counties: int,
-    villages: int,
-    horizon: int,
-    division_renames: int,
 ) -> dict[str, Any]:
+    """The content of `summary.json`: sizes, rows per feed, base rates, the oracle's AUCs."""
+    registry, writer, params = world.registry, world.writer, world.params
     totals = label_stats.sum()
     by_as_of = label_stats["labelled"] / label_stats["in_scope"]
     roc, pr = _auc(oracle["label"].to_numpy(), oracle["probability"].to_numpy())
@@ -359,14 +437,14 @@ def _summary(
         return dict(sorted(counts.items()))
 
     return {
-        "households": households,
-        "persons": persons,
-        "counties": counties,
-        "villages": villages,
+        "households": len(world.state.households.village),
+        "persons": len(world.state.persons.hh),
+        "counties": len(registry.county_codes),
+        "villages": len(registry.village_codes),
         "months": months,
         "start": start,
         "seed": seed,
-        "horizon_months": horizon,
+        "horizon_months": period.horizon,
         "files": writer.files,
         "rows_per_feed": dict(sorted(writer.rows_written.items())),
         "duplicates_per_feed": {k: v for k, v in sorted(writer.duplicates.items()) if v},
@@ -376,16 +454,16 @@ def _summary(
         "warning_rows": len(writer.warning_rows),
         "pending_rows_per_feed": per_feed(writer.pending_rows),
         "pending_rows": len(writer.pending_rows),
-        "division_renames": division_renames,
-        "rows_reported_after_period": undelivered,
+        "division_renames": len(registry.divisions.rename_division),
+        "rows_reported_after_period": world.records.undelivered_rows(),
         "base_rate": float(totals["labelled"] / totals["in_scope"]),
         "base_rate_min_as_of": float(by_as_of.min()),
         "base_rate_max_as_of": float(by_as_of.max()),
         "in_scope_share": float(totals["in_scope"] / totals["households"]),
-        "hardship_share": float(np.mean(hardship_share)),
-        "identifications": int(np.sum(identified_total)),
+        "hardship_share": float(np.mean(tally.hardship_share)),
+        "identifications": int(np.sum(tally.identified_total)),
         "false_alarm_share": float(
-            1 - np.sum(identified_hardship) / max(1, np.sum(identified_total))
+            1 - np.sum(tally.identified_hardship) / max(1, np.sum(tally.identified_total))
         ),
         "hardship_onsets_identified_share": float(
             totals["began_and_labelled"] / max(1, totals["began"])
@@ -398,6 +476,6 @@ def _summary(
             "roc_auc": roc,
             "pr_auc": pr,
         },
-        "monitoring_lines": {str(k): v for k, v in lines.items()},
+        "monitoring_lines": {str(k): v for k, v in world.lines.items()},
         "params": params.as_dict(),
     }

@@ -111,6 +111,10 @@ class Persons:
     school_stage: np.ndarray
     school_status: np.ndarray
 
+    def severely_disabled(self) -> np.ndarray:
+        """Disability grade 1 or 2: care subsidies, higher mortality, unable to work."""
+        return (self.disability_grade > 0) & (self.disability_grade <= 2)
+
 
 Level = TypeVar("Level", Counties, Villages, Households, Persons)
 

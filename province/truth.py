@@ -70,44 +70,14 @@ def contract_labels(
     for t in as_of_months:
         t_end = int(timeutil.last_day(t))
         h_end = int(timeutil.last_day(t + horizon))
-        known = roster_day <= t_end
-
-        sel = (person_rows["reported_date"] <= t_end) & (person_rows["status_date"] <= t_end)
-        idx = np.flatnonzero(sel)
-        latest = idx[_group_ends(person_rows["person_id"][idx])]
-        living = np.isin(person_rows["status"][latest], LIVING_CODES)
-        members = np.bincount(person_rows["household_id"][latest][living], minlength=n_households)
-
-        sel = (events["reported_date"] <= t_end) & (events["event_date"] <= t_end)
-        idx = np.flatnonzero(sel)
-        last = idx[_group_ends(events["household_id"][idx])]
-        monitored = np.zeros(n_households, dtype=bool)
-        monitored[events["household_id"][last]] = events["event"][last] == IDENTIFIED
-
-        tekun = np.zeros(n_households, dtype=bool)
-        if spells:
-            sel = (spells["reported_date"] <= t_end) & (spells["start_date"] <= t_end)
-            idx = np.flatnonzero(sel)
-            spell_key = spells["household_id"][idx] * 100_000 + spells["start_date"][idx]
-            latest = idx[_group_ends(spell_key)]
-            covers = (spells["end_date"][latest] == NULL) | (spells["end_date"][latest] >= t_end)
-            tekun[spells["household_id"][latest][covers]] = True
-
-        in_scope = known & (members > 0) & ~monitored & ~tekun
-
-        window = (
-            (events["event"] == IDENTIFIED)
-            & (events["event_date"] > t_end)
-            & (events["event_date"] <= h_end)
+        members = _living_members(person_rows, t_end, n_households)
+        in_scope = (
+            (roster_day <= t_end)
+            & (members > 0)
+            & ~_monitored(events, t_end, n_households)
+            & ~_in_tekun(spells, t_end, n_households)
         )
-        idx = np.flatnonzero(window)
-        first = idx[_group_ends(events["household_id"][idx], first=True)]
-        label = np.zeros(n_households, dtype=bool)
-        label[events["household_id"][first]] = True
-        mask_bits = np.zeros(n_households, dtype=np.int64)
-        mask_bits[events["household_id"][first]] = events["risk_types"][first]
-        types = risk_text.take(pa.array(mask_bits, mask=~label))
-
+        label, mask_bits = _first_identification(events, t_end, h_end, n_households)
         began = np.zeros(n_households, dtype=bool)
         for m in range(t + 1, t + horizon + 1):
             began |= onset_by_month[m]
@@ -117,10 +87,71 @@ def contract_labels(
                 "household_id": ids,
                 "in_scope": in_scope,
                 "label": label,
-                "label_risk_types": types,
+                "label_risk_types": risk_text.take(pa.array(mask_bits, mask=~label)),
                 "hardship_began_in_horizon": began,
             }
         )
+
+
+def _living_members(person_rows: Batch, t_end: int, n_households: int) -> np.ndarray:
+    """Living members per household by each person's latest status known at `t_end`.
+
+    `person_rows` sorted by person, status date, reported date.
+    """
+    sel = (person_rows["reported_date"] <= t_end) & (person_rows["status_date"] <= t_end)
+    idx = np.flatnonzero(sel)
+    latest = idx[_group_ends(person_rows["person_id"][idx])]
+    living = np.isin(person_rows["status"][latest], LIVING_CODES)
+    return np.bincount(person_rows["household_id"][latest][living], minlength=n_households)
+
+
+def _monitored(events: Batch, t_end: int, n_households: int) -> np.ndarray:
+    """Households whose latest monitoring event known at `t_end` is an identification.
+
+    `events` sorted by household, event date, event.
+    """
+    sel = (events["reported_date"] <= t_end) & (events["event_date"] <= t_end)
+    idx = np.flatnonzero(sel)
+    last = idx[_group_ends(events["household_id"][idx])]
+    monitored = np.zeros(n_households, dtype=bool)
+    monitored[events["household_id"][last]] = events["event"][last] == IDENTIFIED
+    return monitored
+
+
+def _in_tekun(spells: Batch, t_end: int, n_households: int) -> np.ndarray:
+    """Households with a tekun spell covering `t_end`, each spell as last reported by then.
+
+    `spells`: tekun rows sorted by (household, start date), reported date; may be empty.
+    """
+    tekun = np.zeros(n_households, dtype=bool)
+    if not spells:
+        return tekun
+    sel = (spells["reported_date"] <= t_end) & (spells["start_date"] <= t_end)
+    idx = np.flatnonzero(sel)
+    spell_key = spells["household_id"][idx] * 100_000 + spells["start_date"][idx]
+    latest = idx[_group_ends(spell_key)]
+    covers = (spells["end_date"][latest] == NULL) | (spells["end_date"][latest] >= t_end)
+    tekun[spells["household_id"][latest][covers]] = True
+    return tekun
+
+
+def _first_identification(
+    events: Batch, t_end: int, h_end: int, n_households: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Households identified in (`t_end`, `h_end`] and the risk-type bits of their first
+    identification there: (label, bits)."""
+    window = (
+        (events["event"] == IDENTIFIED)
+        & (events["event_date"] > t_end)
+        & (events["event_date"] <= h_end)
+    )
+    idx = np.flatnonzero(window)
+    first = idx[_group_ends(events["household_id"][idx], first=True)]
+    label = np.zeros(n_households, dtype=bool)
+    label[events["household_id"][first]] = True
+    mask_bits = np.zeros(n_households, dtype=np.int64)
+    mask_bits[events["household_id"][first]] = events["risk_types"][first]
+    return label, mask_bits
 
 
 def oracle_probabilities(

@@ -170,6 +170,30 @@ def make_ids(
     return chars.view("S18").ravel()
 
 
+@dataclass(frozen=True)
+class _Standing:
+    """What sets households apart from the start (one entry per household)."""
+
+    former_poor: np.ndarray
+    fragility: np.ndarray  # latent; standard normal, higher for former-poor and remote ones
+    lifted_year: np.ndarray  # NULL for ordinary households
+    relocated: np.ndarray
+    relocated_known: np.ndarray  # the relocation flag as recorded (-1 unknown)
+
+
+@dataclass(frozen=True)
+class _Family:
+    """Who lives in each household: persons (P arrays) and household sizes (N arrays)."""
+
+    hh: np.ndarray  # household of each person
+    relation: np.ndarray  # contract RELATION order
+    age: np.ndarray  # years (fractional)
+    is_head: np.ndarray
+    spouse: np.ndarray
+    size: np.ndarray  # per household
+    head_age: np.ndarray  # per household
+
+
 def build_world(
     households: int, start_month: int, params: WorldParams, rng: np.random.Generator
 ) -> tuple[State, Registry]:
@@ -177,8 +201,38 @@ def build_world(
     n = households
     n_counties = max(params.min_counties, round(n / params.households_per_county))
     county_codes, county_names = _county_codes(n_counties)
+    counties = _counties(county_codes, rng)
+    hh_county = np.sort(rng.integers(0, n_counties, n))
+    villages, village_of, village_codes = _villages(hh_county, county_codes, counties, params, rng)
+    standing = _standing(villages.remoteness[village_of], params, rng)
+    family = _family(n, params, rng)
+    persons, person_ids = _persons(
+        family, standing.fragility, hh_county, county_codes, start_month, params, rng
+    )
+    lone_elderly = (family.size == 1) & (family.head_age >= 62)
+    hh = _households(village_of, hh_county, standing, lone_elderly, start_month, params, rng)
+    state = State(counties, villages, hh, persons)
 
-    counties = Counties(
+    # identifying text last: the latent state above does not depend on these draws
+    registry = Registry(
+        county_codes=county_codes,
+        county_names=county_names,
+        village_codes=np.array(village_codes),
+        household_ids=_household_numbers(village_of, village_codes),
+        person_ids=person_ids,
+        names=person_names(persons.hh, persons.relation, persons.male, persons.ethnicity, rng),
+        phones=phone_numbers(n, params.phone_missing_share, rng),
+        divisions=build_divisions(county_codes, county_names, village_codes, rng),
+        lifted_year=standing.lifted_year,
+        relocated_known=standing.relocated_known,
+    )
+    return state, registry
+
+
+def _counties(county_codes: list[str], rng: np.random.Generator) -> Counties:
+    """Disaster proneness (Longnan and Gannan higher, Dingxi drought-prone) and remoteness."""
+    n_counties = len(county_codes)
+    return Counties(
         drought_year=np.zeros(n_counties, dtype=bool),
         proneness=np.array(
             [
@@ -190,13 +244,24 @@ def build_world(
         remoteness=rng.beta(2, 3, n_counties),
     )
 
-    hh_county = np.sort(rng.integers(0, n_counties, n))
-    # villages: consecutive blocks of households inside a county
+
+def _villages(
+    hh_county: np.ndarray,
+    county_codes: list[str],
+    counties: Counties,
+    params: WorldParams,
+    rng: np.random.Generator,
+) -> tuple[Villages, np.ndarray, list[str]]:
+    """Villages as consecutive blocks of households inside a county.
+
+    Returns the villages, the village of each household and the 12-digit village codes.
+    """
+    n = len(hh_county)
     village_of = np.empty(n, dtype=np.int32)
     village_county: list[int] = []
     village_codes: list[str] = []
     next_village = 0
-    for c in range(n_counties):
+    for c in range(len(county_codes)):
         members = np.flatnonzero(hh_county == c)
         n_villages = max(2, round(len(members) / params.households_per_village))
         cuts = np.sort(rng.integers(0, n_villages, len(members)))
@@ -216,24 +281,44 @@ def build_world(
         ),
     )
     villages.visit_phase %= villages.visit_interval
+    return villages, village_of, village_codes
 
-    # household numbers: village code + 4-digit serial inside the village
+
+def _household_numbers(village_of: np.ndarray, village_codes: list[str]) -> np.ndarray:
+    """Household numbers: village code + 4-digit serial inside the village (bytes, S16)."""
+    n = len(village_of)
     serial = np.zeros(n, dtype=np.int64)
     order = np.argsort(village_of, kind="stable")
     vs = village_of[order]
     starts = np.flatnonzero(np.r_[True, vs[1:] != vs[:-1]])
     serial[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n])) + 1
     village_numbers = np.array([int(code) for code in village_codes], dtype=np.int64)
-    household_ids = (village_numbers[village_of] * 10_000 + serial).astype("S16")
+    return (village_numbers[village_of] * 10_000 + serial).astype("S16")
 
+
+def _standing(remote: np.ndarray, params: WorldParams, rng: np.random.Generator) -> _Standing:
+    """Former-poor households (lifted 2014-2020, some relocated) and latent fragility."""
+    n = len(remote)
     former_poor = rng.random(n) < params.former_poor_share
-    remote = villages.remoteness[village_of]
     fragility = rng.normal(0, 1, n) + 0.55 * former_poor + 0.6 * (remote - 0.4)
     lifted_year = np.where(former_poor, rng.integers(2014, 2021, n), NULL).astype(np.int32)
     relocated = former_poor & (rng.random(n) < params.relocated_share_of_former_poor)
     relocated_known = np.where(rng.random(n) < 0.1, -1, relocated.astype(np.int8))
+    return _Standing(
+        former_poor=former_poor,
+        fragility=fragility,
+        lifted_year=lifted_year,
+        relocated=relocated,
+        relocated_known=relocated_known,
+    )
 
-    # household composition
+
+def _family(n: int, params: WorldParams, rng: np.random.Generator) -> _Family:
+    """Household sizes, and each member's relation to the head and age.
+
+    Slot 0 is the head, slot 1 a spouse (if the household has two and roll < 0.85), then
+    children, parents, grandchildren and others.
+    """
     weights = np.array(params.household_size_weights)
     size = rng.choice(np.arange(1, len(weights) + 1), n, p=weights / weights.sum())
     hh_of_person = np.repeat(np.arange(n, dtype=np.int32), size)
@@ -245,7 +330,6 @@ def build_world(
     hsize = size[hh_of_person]
     h_age = head_age[hh_of_person]
     roll = rng.random(p)
-    # slot 0 head, slot 1 spouse (if size>1 and roll<0.85), then children, parents, grandkids
     relation[:] = 2
     ages[:] = np.clip(h_age - rng.normal(27, 4, p), 0, 60)
     is_head = slot == 0
@@ -263,62 +347,51 @@ def build_world(
     other = (slot >= 2) & ~parent & ~grandchild & (roll > 0.96)
     relation[other] = rng.choice(np.array([5, 6], dtype=np.int8), other.sum())
     ages[other] = np.clip(h_age[other] + rng.normal(0, 8, other.sum()), 16, 90)
+    return _Family(
+        hh=hh_of_person,
+        relation=relation,
+        age=ages,
+        is_head=is_head,
+        spouse=spouse,
+        size=size,
+        head_age=head_age,
+    )
 
-    age_months = (ages * 12).astype(np.int64)
+
+def _persons(
+    family: _Family,
+    fragility: np.ndarray,
+    hh_county: np.ndarray,
+    county_codes: list[str],
+    start_month: int,
+    params: WorldParams,
+    rng: np.random.Generator,
+) -> tuple[Persons, np.ndarray]:
+    """Every member's birth, sex, ID number, ethnicity, work, health and schooling.
+
+    Returns the persons and their ID numbers.
+    """
+    p = len(family.hh)
+    age_months = (family.age * 12).astype(np.int64)
     birth_month = start_month - age_months
     birth_day = timeutil.first_day(birth_month) + rng.integers(0, 28, p)
-    male = np.where(is_head, rng.random(p) < 0.88, rng.random(p) < 0.5)
-    male[spouse] = ~male[np.flatnonzero(spouse) - 1]
-
-    code_numbers = np.array([int(code) for code in county_codes])
-    region = code_numbers[hh_county[hh_of_person]]
-    married_in = (spouse | (relation == 5)) & (rng.random(p) < 0.3)
-    region = np.where(married_in, code_numbers[rng.integers(0, n_counties, p)], region)
-    person_ids = make_ids(region, birth_day, male, rng)
-
+    male = np.where(family.is_head, rng.random(p) < 0.88, rng.random(p) < 0.5)
+    male[family.spouse] = ~male[np.flatnonzero(family.spouse) - 1]
+    person_ids = _person_ids(family, hh_county, county_codes, birth_day, male, rng)
     eth_table = np.array([_ethnic_weights(code) for code in county_codes])
-    hh_eth = _draw_rows(eth_table[hh_county], rng)
-    ethnicity = hh_eth[hh_of_person].astype(np.int8)
+    ethnicity = _draw_rows(eth_table[hh_county], rng)[family.hh].astype(np.int8)
 
     age_years = age_months // 12
-    work = np.full(p, NO_WORK, dtype=np.int8)
-    working_age = (age_years >= 16) & (age_years <= 64)
-    draw = rng.random(p)
-    migrant_cut = np.where(male, 0.38, 0.22)
-    work[working_age & (draw < migrant_cut)] = MIGRANT
-    work[working_age & (draw >= migrant_cut) & (draw < migrant_cut + 0.18)] = LOCAL
-    work[working_age & (draw >= migrant_cut + 0.18) & (draw < migrant_cut + 0.33)] = SEASONAL
-    work[working_age & (draw >= migrant_cut + 0.33) & (draw < migrant_cut + 0.62)] = SELF_EMPLOYED
-    base_wage = np.select(
-        [work == LOCAL, work == MIGRANT, work == SEASONAL, work == SELF_EMPLOYED],
-        [params.wage_local, params.wage_migrant, params.wage_seasonal, params.self_employed_income],
-        0.0,
-    )
-    hh_frag = fragility[hh_of_person]
-    wage = base_wage * np.exp(
-        rng.normal(0, params.wage_sigma, p) - params.fragility_wage_effect * hh_frag
-    )
-    employed = (work != NO_WORK) & (rng.random(p) > 0.05 + 0.02 * hh_frag.clip(0, None))
-    reg_p = np.select(
-        [work == LOCAL, work == MIGRANT],
-        [params.employment_registered_local, params.employment_registered_migrant],
-        params.employment_registered_other,
-    )
-    registered = working_age & (rng.random(p) < reg_p)
-
-    chronic_p = np.clip(0.01 + 0.004 * np.clip(age_years - 35, 0, None) + 0.02 * hh_frag, 0, 0.6)
-    chronic = (rng.random(p) < chronic_p).astype(np.int8)
-    chronic[(chronic == 1) & (rng.random(p) < 0.12 + 0.03 * hh_frag.clip(0, None))] = 2
-    disability_grade = np.where(
-        rng.random(p) < 0.018 + 0.0004 * age_years, rng.integers(1, 5, p), 0
-    ).astype(np.int8)
+    hh_frag = fragility[family.hh]
+    work, wage, employed, registered = _work_at_start(age_years, male, hh_frag, params, rng)
+    chronic, disability_grade = _health_at_start(age_years, hh_frag, rng)
     school_stage = _stage_for_age(age_years, rng, params)
     persons = Persons(
-        hh=hh_of_person,
+        hh=family.hh,
         birth_day=birth_day.astype(np.int64),
         birth_month=birth_month.astype(np.int64),
         male=male,
-        relation=relation,
+        relation=family.relation,
         ethnicity=ethnicity,
         status=np.full(p, LIVING, dtype=np.int8),
         status_day=birth_day.astype(np.int64),
@@ -338,12 +411,95 @@ def build_world(
     )
     persons.work[school_stage >= SENIOR] = NO_WORK
     persons.employed[school_stage >= SENIOR] = False
+    return persons, person_ids
 
-    lone_elderly = (size == 1) & (head_age >= 62)
+
+def _person_ids(
+    family: _Family,
+    hh_county: np.ndarray,
+    county_codes: list[str],
+    birth_day: np.ndarray,
+    male: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """ID numbers under the region of the household's county (30 % of spouses and siblings
+    were born in another county)."""
+    p = len(family.hh)
+    code_numbers = np.array([int(code) for code in county_codes])
+    region = code_numbers[hh_county[family.hh]]
+    married_in = (family.spouse | (family.relation == 5)) & (rng.random(p) < 0.3)
+    region = np.where(married_in, code_numbers[rng.integers(0, len(county_codes), p)], region)
+    return make_ids(region, birth_day, male, rng)
+
+
+def _work_at_start(
+    age_years: np.ndarray,
+    male: np.ndarray,
+    hh_frag: np.ndarray,
+    params: WorldParams,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Work type, wage, employment and registration with the employment department.
+
+    Returns (work, wage, employed, registered).
+    """
+    p = len(age_years)
+    work = np.full(p, NO_WORK, dtype=np.int8)
+    working_age = (age_years >= 16) & (age_years <= 64)
+    draw = rng.random(p)
+    migrant_cut = np.where(male, 0.38, 0.22)
+    work[working_age & (draw < migrant_cut)] = MIGRANT
+    work[working_age & (draw >= migrant_cut) & (draw < migrant_cut + 0.18)] = LOCAL
+    work[working_age & (draw >= migrant_cut + 0.18) & (draw < migrant_cut + 0.33)] = SEASONAL
+    work[working_age & (draw >= migrant_cut + 0.33) & (draw < migrant_cut + 0.62)] = SELF_EMPLOYED
+    base_wage = np.select(
+        [work == LOCAL, work == MIGRANT, work == SEASONAL, work == SELF_EMPLOYED],
+        [params.wage_local, params.wage_migrant, params.wage_seasonal, params.self_employed_income],
+        0.0,
+    )
+    wage = base_wage * np.exp(
+        rng.normal(0, params.wage_sigma, p) - params.fragility_wage_effect * hh_frag
+    )
+    employed = (work != NO_WORK) & (rng.random(p) > 0.05 + 0.02 * hh_frag.clip(0, None))
+    reg_p = np.select(
+        [work == LOCAL, work == MIGRANT],
+        [params.employment_registered_local, params.employment_registered_migrant],
+        params.employment_registered_other,
+    )
+    registered = working_age & (rng.random(p) < reg_p)
+    return work, wage, employed, registered
+
+
+def _health_at_start(
+    age_years: np.ndarray, hh_frag: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chronic illness (0 none, 1 chronic, 2 serious) and disability grade (0 none, 1-4)."""
+    p = len(age_years)
+    chronic_p = np.clip(0.01 + 0.004 * np.clip(age_years - 35, 0, None) + 0.02 * hh_frag, 0, 0.6)
+    chronic = (rng.random(p) < chronic_p).astype(np.int8)
+    chronic[(chronic == 1) & (rng.random(p) < 0.12 + 0.03 * hh_frag.clip(0, None))] = 2
+    disability_grade = np.where(
+        rng.random(p) < 0.018 + 0.0004 * age_years, rng.integers(1, 5, p), 0
+    ).astype(np.int8)
+    return chronic, disability_grade
+
+
+def _households(
+    village_of: np.ndarray,
+    hh_county: np.ndarray,
+    standing: _Standing,
+    lone_elderly: np.ndarray,
+    start_month: int,
+    params: WorldParams,
+    rng: np.random.Generator,
+) -> Households:
+    """Households with their land, livestock, house, and (lone elderly) tekun spells."""
+    n = len(village_of)
+    former_poor, relocated, fragility = standing.former_poor, standing.relocated, standing.fragility
     tekun = lone_elderly & (rng.random(n) < params.tekun_share_of_lone_elderly)
     house_score = np.clip(rng.beta(6, 2, n) - 0.08 * fragility.clip(0, None), 0.05, 1)
     house_score[relocated] = np.maximum(house_score[relocated], 0.85)
-    hh = Households(
+    return Households(
         village=village_of,
         county=hh_county.astype(np.int32),
         former_poor=former_poor,
@@ -355,7 +511,7 @@ def build_world(
         livestock=np.round(np.clip(rng.gamma(0.8, 2.0, n), 0, 40), 1),
         coop=rng.random(n) < 0.25 + 0.2 * former_poor,
         house_score=house_score,
-        house_grade=_grade(house_score),
+        house_grade=grade_of(house_score),
         renovation_due=np.full(n, NULL, dtype=np.int64),
         business_failed_month=np.full(n, NULL, dtype=np.int64),
         income_hist=np.zeros((n, 12)),
@@ -376,22 +532,6 @@ def build_world(
         assist_end_due=np.full(n, NULL, dtype=np.int64),
         tekun=tekun,
     )
-    state = State(counties, villages, hh, persons)
-
-    # identifying text last: the latent state above does not depend on these draws
-    registry = Registry(
-        county_codes=county_codes,
-        county_names=county_names,
-        village_codes=np.array(village_codes),
-        household_ids=household_ids,
-        person_ids=person_ids,
-        names=person_names(hh_of_person, relation, male, ethnicity, rng),
-        phones=phone_numbers(n, params.phone_missing_share, rng),
-        divisions=build_divisions(county_codes, county_names, village_codes, rng),
-        lifted_year=lifted_year,
-        relocated_known=relocated_known,
-    )
-    return state, registry
 
 
 def _draw_rows(prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -400,8 +540,8 @@ def _draw_rows(prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(len(prob))[:, None] > cum).sum(axis=1).clip(0, prob.shape[1] - 1)
 
 
-def _grade(score: np.ndarray) -> np.ndarray:
-    """A/B/C/D from the latent condition."""
+def grade_of(score: np.ndarray) -> np.ndarray:
+    """House safety grade A/B/C/D (0..3) from the latent condition."""
     return np.select([score > 0.7, score > 0.45, score > 0.22], [0, 1, 2], 3).astype(np.int8)
 
 
@@ -421,6 +561,3 @@ def _stage_for_age(age: np.ndarray, rng: np.random.Generator, params: WorldParam
     stage[voc] = 4
     stage[(age >= 18) & (age <= 21) & (rng.random(len(age)) < params.higher_entry * 0.6)] = HIGHER
     return stage
-
-
-grade_of = _grade

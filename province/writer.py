@@ -180,55 +180,10 @@ class Writer:
         """One feed's rows of one reported month as one file (`style` drawn unless given)."""
         spec = contract.feed(feed_name)
         style = style or self._style()
-        typed = style.fmt == "parquet_native"
-        columns = {
-            c.name: self._vault_column(feed_name, c.name, batch)
-            if c.vault_only
-            else self._column(feed_name, c, batch[c.name], style, typed)
-            for c in spec.contract_columns
-        }
-        if style.extras and feed_name in EXTRA_COLUMN_FEEDS:
-            # the head's name on the roster, the household's phone on the registry
-            if feed_name == "households":
-                head = pa.array(np.maximum(batch["head_person_id"], 0))
-                columns["name"] = self._names.take(head)
-            else:
-                columns["contact_phone"] = self._phones.take(pa.array(batch["household_id"]))
-        table = pa.table(columns)
+        table = self._table(feed_name, batch, style)
         rel = f"{feed_name}/{feed_name}_{timeutil.month_text(month)}.{style.extension}"
-
-        n_dup = int(self.rng.binomial(size(batch), self.params.duplicate_share))
-        extra: list[pa.Table] = []
-        if n_dup:
-            extra.append(
-                table.take(pa.array(self.rng.choice(table.num_rows, n_dup, replace=False)))
-            )
-        bad: list[tuple[str, str]] = []
-        if style.is_csv and feed_name in BAD_ROW_FEEDS:
-            n_bad = int(self.rng.binomial(size(batch), self.params.bad_row_share))
-            bad_table, bad = self._bad_rows(feed_name, table, n_bad, style)
-            if bad:
-                extra.append(bad_table)
         n_clean = table.num_rows
-        if extra:
-            table = pa.concat_tables([table, *extra])
-            # scatter the extra rows through the file
-            order = self.rng.permutation(table.num_rows)
-            table = table.take(pa.array(order))
-            position = np.empty(len(order), dtype=np.int64)
-            position[order] = np.arange(len(order))
-            first_bad = n_clean + n_dup
-            for k, (column, reason) in enumerate(bad):
-                listed = (
-                    self.warning_rows
-                    if reason in WARNING_REASONS
-                    else self.pending_rows
-                    if reason in PENDING_REASONS
-                    else self.bad_rows
-                )
-                listed.append(
-                    BadRow(feed_name, rel, int(position[first_bad + k]) + 1, column, reason)
-                )
+        table, n_dup = self._plant_rows(feed_name, rel, table, style)
         self.rows_written[feed_name] = self.rows_written.get(feed_name, 0) + n_clean
         self.duplicates[feed_name] = self.duplicates.get(feed_name, 0) + n_dup
         # encoding, compression and disk writes release the GIL: overlap them with the
@@ -237,6 +192,62 @@ class Writer:
             self._saving.pop(0).result()
         self._saving.append(self._pool.submit(self._save, self.raw_dir / rel, table, style, spec))
         self.files += 1
+
+    def _table(self, feed_name: str, batch: Batch, style: FileStyle) -> pa.Table:
+        """Every contract column of the feed as the file's style writes it, plus (some files)
+        an extra column the contract does not list there."""
+        typed = style.fmt == "parquet_native"
+        columns = {
+            c.name: self._vault_column(feed_name, c.name, batch)
+            if c.vault_only
+            else self._column(feed_name, c, batch[c.name], style, typed)
+            for c in contract.feed(feed_name).contract_columns
+        }
+        if style.extras and feed_name in EXTRA_COLUMN_FEEDS:
+            # the head's name on the roster, the household's phone on the registry
+            if feed_name == "households":
+                head = pa.array(np.maximum(batch["head_person_id"], 0))
+                columns["name"] = self._names.take(head)
+            else:
+                columns["contact_phone"] = self._phones.take(pa.array(batch["household_id"]))
+        return pa.table(columns)
+
+    def _plant_rows(
+        self, feed_name: str, rel: str, table: pa.Table, style: FileStyle
+    ) -> tuple[pa.Table, int]:
+        """Exact duplicates, and (CSV files of some feeds) rows with one defect each, scattered
+        through the file; the defective rows are listed. Returns (table, duplicates)."""
+        n_clean = table.num_rows
+        n_dup = int(self.rng.binomial(n_clean, self.params.duplicate_share))
+        extra: list[pa.Table] = []
+        if n_dup:
+            extra.append(
+                table.take(pa.array(self.rng.choice(table.num_rows, n_dup, replace=False)))
+            )
+        bad: list[tuple[str, str]] = []
+        if style.is_csv and feed_name in BAD_ROW_FEEDS:
+            n_bad = int(self.rng.binomial(n_clean, self.params.bad_row_share))
+            bad_table, bad = self._bad_rows(feed_name, table, n_bad, style)
+            if bad:
+                extra.append(bad_table)
+        if not extra:
+            return table, n_dup
+        table = pa.concat_tables([table, *extra])
+        order = self.rng.permutation(table.num_rows)
+        table = table.take(pa.array(order))
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        first_bad = n_clean + n_dup
+        for k, (column, reason) in enumerate(bad):
+            listed = (
+                self.warning_rows
+                if reason in WARNING_REASONS
+                else self.pending_rows
+                if reason in PENDING_REASONS
+                else self.bad_rows
+            )
+            listed.append(BadRow(feed_name, rel, int(position[first_bad + k]) + 1, column, reason))
+        return table, n_dup
 
     def close(self) -> None:
         """Wait for every queued file (re-raising any write error)."""

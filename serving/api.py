@@ -49,6 +49,7 @@ from doudi.warehouse import latest_delivered_month
 from ingest.pseudonyms import DIGEST_HEX, PREFIX
 from serving import scoring
 from serving.api_models import (
+    DEFAULT_LIMIT,
     ApiError,
     BadRequestError,
     HouseholdRisk,
@@ -247,28 +248,7 @@ class RiskLookup:
     def _score_month(self, as_of: Month, model: _Model) -> _Month:
         started = time.perf_counter()
         settings = self.settings
-        latest = latest_delivered_month(settings.warehouse_dir)
-        if as_of > Month.today():
-            raise BadRequestError(f"as_of {as_of} is in the future (this month is {Month.today()})")
-        if latest is None:
-            raise NotFoundError(
-                f"the warehouse has no data yet (run `doudi ingest`); "
-                f"nothing to score as of {as_of}"
-            )
-        if as_of > latest:
-            raise NotFoundError(
-                f"as_of {as_of}: no data delivered for that month yet; the latest "
-                f"delivered month is {latest}"
-            )
-        try:
-            table = features.scoring_table(settings.warehouse_dir, as_of, settings)
-        except UserError as err:  # e.g. no households table: nothing to score from
-            raise NotFoundError(f"no scoring table for {as_of}: {err}") from err
-        if len(table) == 0:
-            raise NotFoundError(
-                f"no in-scope households as of {as_of} (before the "
-                "warehouse's first delivery, or nobody in scope)"
-            )
+        table = self._scoring_table(as_of)
         scored = scoring.score(
             table,
             model.artifact,
@@ -304,6 +284,34 @@ class RiskLookup:
             seconds,
         )
 
+    def _scoring_table(self, as_of: Month) -> pd.DataFrame:
+        """The month's scoring table; BadRequestError for a future month, NotFoundError
+        when the warehouse has nothing (in scope) for it."""
+        settings = self.settings
+        latest = latest_delivered_month(settings.warehouse_dir)
+        if as_of > Month.today():
+            raise BadRequestError(f"as_of {as_of} is in the future (this month is {Month.today()})")
+        if latest is None:
+            raise NotFoundError(
+                f"the warehouse has no data yet (run `doudi ingest`); "
+                f"nothing to score as of {as_of}"
+            )
+        if as_of > latest:
+            raise NotFoundError(
+                f"as_of {as_of}: no data delivered for that month yet; the latest "
+                f"delivered month is {latest}"
+            )
+        try:
+            table = features.scoring_table(settings.warehouse_dir, as_of, settings)
+        except UserError as err:  # e.g. no households table: nothing to score from
+            raise NotFoundError(f"no scoring table for {as_of}: {err}") from err
+        if len(table) == 0:
+            raise NotFoundError(
+                f"no in-scope households as of {as_of} (before the "
+                "warehouse's first delivery, or nobody in scope)"
+            )
+        return table
+
     def scored_frame(self, as_of: Month) -> pd.DataFrame:
         """The cached full scoring of a month (as `serving.scoring.score` returns it)."""
         return self._month_for(as_of).scored
@@ -314,7 +322,7 @@ class RiskLookup:
         as_of: Month,
         household_keys: Sequence[str] | None = None,
         explain: bool = True,
-        limit: int = 1000,
+        limit: int = DEFAULT_LIMIT,
     ) -> ScoreResponse:
         """The month's alerted households by rank (no keys; at most `limit`), or the
         requested households (reasons computed on demand for those not alerted)."""
@@ -434,7 +442,7 @@ class RiskLookup:
 
     # -- the alert store -----------------------------------------------------------------
     def alerts(
-        self, township: str | None = None, status: str | None = None, limit: int = 1000
+        self, township: str | None = None, status: str | None = None, limit: int = DEFAULT_LIMIT
     ) -> list[dict[str, Any]]:
         """Alerts in the store, newest first: the lifecycle state caseworkers update."""
         from serving.store import Status, list_alerts

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Most households (or alerts) one answer lists when the request names no `limit`.
+DEFAULT_LIMIT = 1000
+
 
 # -- errors ------------------------------------------------------------------------------
 class ApiError(Exception):

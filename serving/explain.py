@@ -33,7 +33,7 @@ import pandas as pd
 
 from doudi.errors import UserError
 from doudi.model_artifact import ModelArtifact
-from features.registry import BY_NAME, FeatureSpec
+from features.registry import BY_NAME, FeatureDefinition
 
 PROBABILITY_POINTS = "probability points"
 LOG_ODDS = "log-odds"
@@ -76,7 +76,7 @@ class Explainer:
     def __init__(
         self,
         artifact: ModelArtifact,
-        registry: Mapping[str, FeatureSpec] | None = None,
+        registry: Mapping[str, FeatureDefinition] | None = None,
         max_reasons: int = 4,
     ) -> None:
         registry = BY_NAME if registry is None else registry
@@ -87,7 +87,7 @@ class Explainer:
                 f"the model uses {len(unknown)} feature(s) the registry does not describe "
                 f"(no explanation text): {', '.join(unknown[:10])}")
         self.artifact = artifact
-        self.specs: tuple[FeatureSpec, ...] = tuple(registry[n] for n in names)
+        self.specs: tuple[FeatureDefinition, ...] = tuple(registry[n] for n in names)
         self.max_reasons = max_reasons
         self.groups: tuple[str, ...] = tuple(dict.fromkeys(s.group for s in self.specs))
         index = {g: i for i, g in enumerate(self.groups)}

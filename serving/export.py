@@ -37,7 +37,7 @@ from doudi.safe_text import csv_text, encode_gbk, xlsx_cell
 from doudi.settings import Settings
 from ingest.vault import Identity, reidentify
 from serving.staging import Recovered, Staging, recover
-from serving.store import AlertStore, alerts_for_export
+from serving.store import AlertStore, alerts_for_export, reason_columns_in
 
 TIER_ZH = {"red": "红色", "orange": "橙色", "yellow": "黄色", "none": ""}
 # Caseworker sheet: header -> column width (characters); reasons get the room.
@@ -111,9 +111,10 @@ def head_person_keys(settings: Settings, township_code: str, as_of: date,
 def township_sheet(alerts: pd.DataFrame, households: dict[str, Identity],
                    heads: dict[str, str], people: dict[str, Identity]) -> pd.DataFrame:
     """The caseworker sheet (Chinese headers) from `alerts_for_export` rows."""
+    ranked = reason_columns_in(alerts)  # every reason stored (settings.max_reasons)
+
     def reasons(row: pd.Series) -> str:
-        texts = [row[f"reason_{r}"] for r in range(1, 5)
-                 if isinstance(row.get(f"reason_{r}"), str) and row[f"reason_{r}"]]
+        texts = [row[c] for c in ranked if isinstance(row.get(c), str) and row[c]]
         return "\n".join(f"{i}. {t}" for i, t in enumerate(texts, 1))
 
     def masked_head(key: str) -> str:
@@ -266,20 +267,8 @@ def export_township(store: AlertStore, township_code: str, settings: Settings,
     if not (len(township_code) == 9 and township_code.isdigit()):
         raise UserError(f"a township code has 9 digits, not {township_code!r}")
     recover_exports(store, out_dir)
-    alerts = alerts_for_export(store, township_code)
-    if alerts.empty:  # with alerts it is a township; without, it must be on the roster
-        check_townships(settings, [township_code])
-    # The query filters by township already; a sheet must never carry a neighbour's household.
-    foreign = alerts["village_code"].astype(str).str[:9] != township_code
-    if foreign.any():
-        raise RuntimeError(f"{int(foreign.sum())} alert(s) outside township {township_code}")
+    alerts, sheet, month = _township_rows(store, township_code, settings, as_of)
     keys = alerts["household_key"].astype(str).tolist()
-    month = as_of or (Month.of(max(alerts["as_of"])) if len(alerts) else Month.today())
-    heads = head_person_keys(settings, township_code, month.end, keys) if keys else {}
-    purpose = f"caseworker export township {township_code} as of {month}"
-    found = _identities([*keys, *heads.values()], settings, purpose) if keys else {}
-    _require_all(keys, found, "household number")
-    sheet = township_sheet(alerts, found, heads, found)
     alert_ids = alerts["alert_id"].astype(int).tolist()
 
     stamp = store.now().strftime("%Y%m%dT%H%M%S")
@@ -298,6 +287,26 @@ def export_township(store: AlertStore, township_code: str, settings: Settings,
         stage.committed = True
         _publish(stage, f"township {township_code} (audit #{audit_id})")
     return TownshipExport(township_code, workbook, csv_path, len(set(keys)), audit_id, escaped)
+
+
+def _township_rows(store: AlertStore, township_code: str, settings: Settings,
+                   as_of: Month | None) -> tuple[pd.DataFrame, pd.DataFrame, Month]:
+    """The township's new alerts, their caseworker sheet (households re-identified from
+    the vault) and the month that names the files."""
+    alerts = alerts_for_export(store, township_code, max_reasons=settings.max_reasons)
+    if alerts.empty:  # with alerts it is a township; without, it must be on the roster
+        check_townships(settings, [township_code])
+    # The query filters by township already; a sheet must never carry a neighbour's household.
+    foreign = alerts["village_code"].astype(str).str[:9] != township_code
+    if foreign.any():
+        raise RuntimeError(f"{int(foreign.sum())} alert(s) outside township {township_code}")
+    keys = alerts["household_key"].astype(str).tolist()
+    month = as_of or (Month.of(max(alerts["as_of"])) if len(alerts) else Month.today())
+    heads = head_person_keys(settings, township_code, month.end, keys) if keys else {}
+    purpose = f"caseworker export township {township_code} as of {month}"
+    found = _identities([*keys, *heads.values()], settings, purpose) if keys else {}
+    _require_all(keys, found, "household number")
+    return alerts, township_sheet(alerts, found, heads, found), month
 
 
 def _publish(stage: Staging, what: str) -> None:

@@ -45,19 +45,6 @@ TIER_NONE = "none"
 TYPE_THRESHOLD = 0.5
 # ... at most this many, and the most likely type when none reaches the threshold.
 MAX_TYPES = 3
-# Fallback without type models: the registry's hardship of a reason -> contract risk type.
-HARDSHIP_TO_RISK_TYPE: dict[str, str | None] = {
-    "medical": "illness",
-    "education": "education",
-    "housing": "housing",
-    "employment": "unstable_employment",
-    "disaster": "disaster",
-    "disability": "disability",
-    "income": "other",
-    "demography": "labor_shortage",
-    "assistance": "other",
-    "context": None,  # village/county context speaks to no household hardship
-}
 
 SCORE_COLUMNS = [
     "household_key", "as_of", "county_code", "village_code", "risk", "margin", "rank",
@@ -130,12 +117,12 @@ def select_types(probabilities: dict[str, np.ndarray]) -> list[tuple[str, ...]]:
 
 
 def types_from_reasons(reasons: Sequence[ExplainedReason], explainer: Explainer) -> tuple[str, ...]:
-    """Fallback 分类: the hardship types of the reasons' groups, strongest first."""
+    """Fallback 分类: the risk types of the reasons' groups (the registry's
+    `FeatureDefinition.risk_type`), strongest first."""
     out: list[str] = []
     for reason in reasons:
         g = explainer.groups.index(reason.group_key)
-        hardship = explainer.specs[int(np.flatnonzero(explainer.group_of == g)[0])].hardship
-        risk_type = HARDSHIP_TO_RISK_TYPE.get(hardship)
+        risk_type = explainer.specs[int(np.flatnonzero(explainer.group_of == g)[0])].risk_type
         if risk_type and risk_type not in out:
             out.append(risk_type)
     return tuple(out[:MAX_TYPES])
@@ -168,57 +155,28 @@ def score(
     `explain_all` (TreeSHAP for all rows: the "explain everyone on request" path).
     """
     explainer = explainer or Explainer(artifact, max_reasons=settings.max_reasons)
-    as_of_day = as_of  # the month end the frame is as of
     version = model_version or model_version_of(artifact)
     frame = features_frame.reset_index(drop=True)
-    n = len(frame)
-    if n == 0:
+    if len(frame) == 0:
         return pd.DataFrame(columns=SCORE_COLUMNS)
-    if "as_of" in frame.columns:
-        months = sorted({pd.Timestamp(v).date() for v in frame["as_of"].unique()})
-        if months != [as_of_day]:
-            raise ValueError(f"the feature frame is as of {sorted(map(str, months))[:3]}, "
-                             f"not {as_of_day}")
+    _check_as_of(frame, as_of)
     threads = settings.workers
     X = artifact.encode(frame)
     margin = np.asarray(artifact.booster.predict(X, raw_score=True, num_threads=threads))
     risk = artifact.calibrator.apply(margin)
     keys = frame["household_key"].astype(str).to_numpy()
-    rank, tier = assign_tiers(risk, settings, keys, margin=margin)
+    rank, model_tier = assign_tiers(risk, settings, keys, margin=margin)
     rules = evaluate_rules(frame, settings)
-    rule_score = rules["rule_score"].to_numpy()
-    model_alert = tier != TIER_NONE
-    fired = rule_only_capped(rule_score, margin, model_alert, keys, settings) | (
-        model_alert & (rule_score > 0)
-    )
-    alerted = model_alert | fired
-    tier = np.where(~model_alert & fired, "yellow", tier)
-    source = np.select([model_alert & fired, model_alert, fired], ["both", "model", "rules"],
-                       TIER_NONE)
-
-    reasons: list[list[ExplainedReason]] = [[] for _ in range(n)]
-    model_types: list[tuple[str, ...]] = [() for _ in range(n)]
-    rows = np.arange(n) if explain_all else np.flatnonzero(alerted)
-    if len(rows):
-        medians = county_medians(frame, artifact.feature_names)
-        reference = reference_rows(medians, frame["county_code"].to_numpy()[rows])
-        explained = X if explain_all else X[rows]  # no 1M-row copy when explaining all
-        contrib = explainer.contributions(explained, num_threads=threads)
-        for i, r in zip(rows, explainer.reasons_from(explained, contrib, reference=reference),
-                        strict=True):
-            reasons[i] = r
-        modelled = np.flatnonzero(model_alert)
-        if artifact.type_boosters:
-            picked = select_types(artifact.predict_types(X[modelled], num_threads=threads))
-            for i, t in zip(modelled, picked, strict=False):
-                model_types[i] = t
-        else:
-            for i in modelled:
-                model_types[i] = types_from_reasons(reasons[i], explainer)
+    model_alert = model_tier != TIER_NONE
+    alerted, tier, source = _with_rule_alerts(model_tier, rules["rule_score"].to_numpy(), margin,
+                                              keys, settings)
+    explained = np.arange(len(frame)) if explain_all else np.flatnonzero(alerted)
+    reasons = _reasons(frame, X, explained, artifact, explainer, threads)
+    model_types = _model_types(artifact, X, np.flatnonzero(model_alert), reasons, explainer,
+                               threads)
     rule_types = rules["rule_risk_types"].tolist()
     risk_types = [tuple(dict.fromkeys((*m, *r))) if a else ()
                   for m, r, a in zip(model_types, rule_types, alerted, strict=True)]
-    departments = [routing.departments_for(t) if t else () for t in risk_types]
     key_columns = {c: frame[c].to_numpy() for c in KEY_COLUMNS if c in frame.columns}
     out = pd.DataFrame({
         **key_columns,
@@ -231,18 +189,77 @@ def score(
         "risk_types": risk_types,
         "model_risk_types": model_types,
         "rule_risk_types": rule_types,
-        "departments": departments,
+        "departments": [routing.departments_for(t) if t else () for t in risk_types],
         "rule_triggers": rules["rule_triggers"].tolist(),
         "rule_score": rules["rule_score"].to_numpy(),
         "reasons": reasons,
         "model_version": version,
         "model_as_of": str(artifact.meta.get("as_of", "")),
     })
-    out["as_of"] = as_of_day
+    out["as_of"] = as_of
     for column in ("risk_types", "model_risk_types", "rule_risk_types", "departments",
                    "rule_triggers", "reasons"):
         out[column] = out[column].astype(object)
     return out[[c for c in SCORE_COLUMNS if c in out.columns]]
+
+
+def _check_as_of(frame: pd.DataFrame, as_of: date) -> None:
+    """A frame built for another month (its `as_of` column) is refused."""
+    if "as_of" in frame.columns:
+        months = sorted({pd.Timestamp(v).date() for v in frame["as_of"].unique()})
+        if months != [as_of]:
+            raise ValueError(f"the feature frame is as of {sorted(map(str, months))[:3]}, "
+                             f"not {as_of}")
+
+
+def _with_rule_alerts(model_tier: np.ndarray, rule_score: np.ndarray, margin: np.ndarray,
+                      keys: np.ndarray, settings: Settings,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(alerted, tier, source) once the departments' rules are added to the model's alerts:
+    rule-only alerts (capped, `rule_only_capped`) are yellow; `source` says who alerted."""
+    model_alert = model_tier != TIER_NONE
+    fired = rule_only_capped(rule_score, margin, model_alert, keys, settings) | (
+        model_alert & (rule_score > 0)
+    )
+    alerted = model_alert | fired
+    tier = np.where(~model_alert & fired, "yellow", model_tier)
+    source = np.select([model_alert & fired, model_alert, fired], ["both", "model", "rules"],
+                       TIER_NONE)
+    return alerted, tier, source
+
+
+def _reasons(frame: pd.DataFrame, X: np.ndarray, rows: np.ndarray, artifact: ModelArtifact,
+             explainer: Explainer, threads: int) -> list[list[ExplainedReason]]:
+    """Reasons of `rows` (TreeSHAP, compared with the county medians); none for the rest."""
+    reasons: list[list[ExplainedReason]] = [[] for _ in range(len(frame))]
+    if len(rows) == 0:
+        return reasons
+    medians = county_medians(frame, artifact.feature_names)
+    reference = reference_rows(medians, frame["county_code"].to_numpy()[rows])
+    explained = X if len(rows) == len(frame) else X[rows]  # no 1M-row copy for everyone
+    contrib = explainer.contributions(explained, num_threads=threads)
+    for i, r in zip(rows, explainer.reasons_from(explained, contrib, reference=reference),
+                    strict=True):
+        reasons[i] = r
+    return reasons
+
+
+def _model_types(artifact: ModelArtifact, X: np.ndarray, modelled: np.ndarray,
+                 reasons: list[list[ExplainedReason]], explainer: Explainer,
+                 threads: int) -> list[tuple[str, ...]]:
+    """分类 of the model's alerts (`modelled` rows): from the per-type models, or without
+    them from the reasons' groups; () for every other row."""
+    types: list[tuple[str, ...]] = [() for _ in range(len(X))]
+    if len(modelled) == 0:
+        return types
+    if artifact.type_boosters:
+        picked = select_types(artifact.predict_types(X[modelled], num_threads=threads))
+        for i, t in zip(modelled, picked, strict=False):
+            types[i] = t
+    else:
+        for i in modelled:
+            types[i] = types_from_reasons(reasons[i], explainer)
+    return types
 
 
 def to_new_alerts(scored: pd.DataFrame) -> list[NewAlert]:
@@ -314,11 +331,8 @@ def choose_model(uri: str | None, settings: Settings) -> ModelChoice:
     from doudi import registry
     from doudi.errors import UserError
 
-    ref = None if uri is None else registry.parse_uri(uri)
-    if uri is not None and ref is None:
-        if not Path(uri).is_dir():
-            raise UserError(f"--model {uri}: no such model folder")
-        registry.check_folder(Path(uri), registry.workspace(settings))
+    if uri is not None and registry.parse_uri(uri) is None:  # a folder: never the champion
+        registry.locate(uri, settings)
         return ModelChoice(uri, None, None)
     ws = registry.workspace(settings)
     client = registry.client(settings.tracking_uri())
@@ -333,8 +347,8 @@ def choose_model(uri: str | None, settings: Settings) -> ModelChoice:
                 "retrain, `doudi promote N --force`, or score with --model URI "
                 f"{NON_CHAMPION_FLAG} (logged)")
         return ModelChoice(ws.champion_uri, champion, champion)
-    assert ref is not None
-    mv = registry.resolve(client, ref, ws)
+    mv = registry.locate(uri, settings)
+    assert mv is not None  # a registry URI
     return ModelChoice(uri, f"{mv.name}/{mv.version}", champion)
 
 

@@ -81,8 +81,6 @@ def running_server(
     Raises RuntimeError, with the end of the server's log, when it exits or is not ready
     within `ready_timeout` seconds.
     """
-    import httpx
-
     from doudi.settings import PROJECT_ROOT
 
     port = port or free_port(host)
@@ -97,42 +95,53 @@ def running_server(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # stopped as a group below
+            start_new_session=True,  # stopped as a group (`_stop`)
         )
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited ({process.returncode}):\n"
-                    f"{log_path.read_text(errors='replace')[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - started > ready_timeout:
-                raise RuntimeError(
-                    f"the server was not ready after {ready_timeout:.0f} s:\n"
-                    f"{log_path.read_text(errors='replace')[-3000:]}"
-                )
-            time.sleep(0.1)
+        _wait_until_ready(process, f"{base}/readyz", log_path, started, ready_timeout)
         yield RunningServer(base, process, log_path, time.perf_counter() - started)
     finally:
-        # BentoML's arbiter starts its worker in a session of its own: outside our process
-        # group. Noted now, while the arbiter is their parent; killed if left behind.
-        workers = descendants(process.pid)
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        for pid, began in workers:
-            if _started(pid) == began:  # still that process, not a new one with its pid
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        _stop(process)
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], readyz: str, log_path: Path,
+                      started: float, ready_timeout: float) -> None:
+    """Poll `readyz` until it answers 200; RuntimeError with the log's end when the server
+    exits first or `ready_timeout` seconds pass after `started` (`time.perf_counter()`)."""
+    import httpx
+
+    def failure(what: str) -> RuntimeError:
+        return RuntimeError(f"{what}:\n{log_path.read_text(errors='replace')[-3000:]}")
+
+    while True:
+        if process.poll() is not None:
+            raise failure(f"the server exited ({process.returncode})")
+        try:
+            if httpx.get(readyz, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.perf_counter() - started > ready_timeout:
+            raise failure(f"the server was not ready after {ready_timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server's process group, then any worker it started outside that group."""
+    # BentoML's arbiter starts its worker in a session of its own: outside our process
+    # group. Noted now, while the arbiter is their parent; killed if left behind.
+    workers = descendants(process.pid)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    for pid, began in workers:
+        if _started(pid) == began:  # still that process, not a new one with its pid
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _stat(pid: int | str) -> list[str]:
@@ -170,14 +179,5 @@ def check_model(settings: Settings) -> None:
     workspace's: the server would otherwise restart its worker over and over without ever
     becoming ready."""
     from doudi import registry
-    from doudi.errors import UserError
 
-    uri = registry.served_uri(settings)
-    ref = registry.parse_uri(uri)
-    if ref is None and not Path(uri).is_dir():
-        raise UserError(f"DOUDI_API_MODEL_URI {uri}: no such model folder")
-    ws = registry.workspace(settings)
-    if ref is None:
-        registry.check_folder(Path(uri), ws)
-        return
-    registry.resolve(registry.client(settings.tracking_uri()), ref, ws)
+    registry.locate(registry.served_uri(settings), settings, what="DOUDI_API_MODEL_URI")

@@ -39,6 +39,7 @@ from doudi.months import Month
 
 # Light imports only: `RiskLookup` (lightgbm, pandas, MLflow) loads in the worker.
 from serving.api_models import (
+    DEFAULT_LIMIT,
     BadRequestError,
     HouseholdRisk,
     ModelInfo,
@@ -80,7 +81,7 @@ class ScoreRequest(_Request):
         None, description="Household pseudonyms (h_ + 20 hex); null: the month's alerts."
     )
     explain: bool = Field(True, description="Include reasons (false: empty reasons).")
-    limit: int = Field(1000, description="Most alerted households listed (without keys).")
+    limit: int = Field(DEFAULT_LIMIT, description="Most alerted households listed (without keys).")
 
 
 class ExplainRequest(_Request):
@@ -95,7 +96,7 @@ class ModelRequest(_Request):
 class AlertsRequest(_Request):
     township: str | None = Field(None, description="9-digit township code.")
     status: str | None = Field(None, description="Lifecycle status, e.g. dispatched.")
-    limit: int = Field(1000, description="Most alerts returned, newest first.")
+    limit: int = Field(DEFAULT_LIMIT, description="Most alerts returned, newest first.")
 
 
 def parse_as_of(value: str) -> Month:
@@ -347,7 +348,7 @@ class DoudiRisk:
         as_of: str,
         household_keys: list[str] | None = None,
         explain: bool = True,
-        limit: int = 1000,
+        limit: int = DEFAULT_LIMIT,
     ) -> ScoreResponse:
         """A month's alerted households by rank (no keys), or the requested households."""
         with _http_errors():
@@ -368,7 +369,7 @@ class DoudiRisk:
 
     @bentoml.api(input_spec=AlertsRequest)
     def alerts(
-        self, township: str | None = None, status: str | None = None, limit: int = 1000
+        self, township: str | None = None, status: str | None = None, limit: int = DEFAULT_LIMIT
     ) -> list[dict[str, Any]]:
         """The alert store, newest first: where each alert is in its lifecycle."""
         with _http_errors():

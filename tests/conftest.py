@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixture modules that test modules both import and load as plugins: rewrite their asserts.
+pytest.register_assert_rewrite("tests.serving.store_fixtures")
+
 # one thread per numeric library: the machine is shared and tests run with -n 2
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")

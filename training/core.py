@@ -25,7 +25,7 @@ import hashlib
 import logging
 import math
 import time as _time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from doudi.model_artifact import (
+    Calibrator,
     FeatureSpec,
     ModelArtifact,
     category_strings,
@@ -43,6 +44,7 @@ from doudi.model_artifact import (
 from training import calibration as calib
 from training import metrics
 from training.fairness import FairnessReport, fairness_report
+from training.minimum import periods_needed
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +204,31 @@ def data_fingerprint(X: pd.DataFrame, y: pd.Series, time: pd.Series,
     return h.hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class DataSummary:
+    """What a model was trained on (for its model card)."""
+
+    rows: int
+    positives: int
+    features: int
+    categorical_features: int
+    periods: int  # distinct periods (cross-sectional: dealt blocks)
+    first_period: str
+    last_period: str
+
+
 @dataclass
 class FitResult:
-    """The calibrated production model plus everything learned while evaluating it."""
+    """What `fit_evaluate` learned: two models, on purpose, and the evidence about them.
 
-    artifact: ModelArtifact  # production: trained on every period
+    `artifact` is the PRODUCTION model, refit on every row (the test block included): the
+    one `doudi train` registers and serving uses. Its predictions on the rows it was given
+    are in-sample and prove nothing. `evaluated_artifact` never saw the test block (it was
+    not fitted, stopped or calibrated on it): the honest figures are `test_metrics`,
+    `comparison` and `held_out_probability()`, its calibrated probabilities on the test rows.
+    """
+
+    artifact: ModelArtifact  # production: refit on every period; in-sample on these rows
     evaluated_artifact: ModelArtifact  # trained before the test block; the one evaluated
     test_metrics: dict[str, float]
     comparison: pd.DataFrame  # test block: model vs baselines, side by side
@@ -214,7 +236,7 @@ class FitResult:
     calibration: dict[str, Any]
     calibration_curve: pd.DataFrame
     test_mask: np.ndarray
-    test_probability: np.ndarray
+    test_probability: np.ndarray  # evaluated model's calibrated probability, test block
     test_periods: list[str]
     fairness: FairnessReport | None
     lead_time: metrics.LeadTime | None
@@ -226,6 +248,14 @@ class FitResult:
     search: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
     test_margin: np.ndarray | None = None  # evaluated model's raw margin on the test block
+    cross_sectional: bool = False  # no time given: the periods were dealt blocks
+    data: DataSummary | None = None
+
+    def held_out_probability(self) -> pd.Series:
+        """Honest predictions: the evaluated model's calibrated probability on the test
+        block, indexed by row position in the table given to `fit_evaluate`."""
+        return pd.Series(self.test_probability, index=np.flatnonzero(self.test_mask),
+                         name="probability")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -385,8 +415,10 @@ def _search(Xm: np.ndarray, y: np.ndarray, period_idx: np.ndarray, fold: Fold,
                        "rounds": booster.current_iteration()})
     table = pd.DataFrame(trials)
     best = table.iloc[int(np.argmax(table["pr_auc"].fillna(-1).to_numpy()))]
-    keys = [k for k in _random_params(rng) if k in table.columns and not pd.isna(best.get(k))]
-    return {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in keys}, table
+    # The table's columns are float (trial 0 has NaN there): give LightGBM its types back.
+    template = _random_params(rng)
+    keys = [k for k in template if k in table.columns and not pd.isna(best.get(k))]
+    return {k: type(template[k])(best[k]) for k in keys}, table
 
 
 def _type_models(Xm: np.ndarray, y: np.ndarray, type_labels: pd.DataFrame | None,
@@ -437,10 +469,295 @@ def _as_json_time(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+def cross_sectional_blocks(y: np.ndarray, n_blocks: int, seed: int,
+                           units: pd.Series | None = None) -> np.ndarray:
+    """Each row's block, for cross-sectional data: the blocks play the periods.
+
+    The units (the rows, or the ids in `units`: one household's members stay together, so
+    none is fitted on and evaluated at once) are shuffled with `seed` and dealt round robin,
+    units with a positive first, so every block gets its share of the positives.
+    """
+    if units is None:
+        codes = np.arange(len(y))
+    else:
+        ids = pd.Series(units).reset_index(drop=True)
+        if ids.isna().any():
+            raise ValueError(f"household has {int(ids.isna().sum())} missing id(s)")
+        codes = pd.factorize(ids)[0]
+    n_units = int(codes.max()) + 1 if len(codes) else 0
+    if n_units < n_blocks:
+        what = "sample(s)" if units is None else "household(s)"
+        raise ValueError(
+            f"{n_units} {what} are too few: cross-sectional evaluation deals them into "
+            f"{n_blocks} blocks (n_folds x fold_periods + gap + early-stopping periods + 1)")
+    positive = np.bincount(codes, weights=y, minlength=n_units) > 0
+    order = np.random.default_rng(seed).permutation(n_units)
+    order = order[np.argsort(~positive[order], kind="stable")]
+    block_of_unit = np.empty(n_units, dtype=np.int64)
+    block_of_unit[order] = np.arange(n_units) % n_blocks
+    return block_of_unit[codes]
+
+
+@dataclass
+class _Table:
+    """`fit_evaluate`'s inputs, checked and encoded once."""
+
+    X: pd.DataFrame
+    Xm: np.ndarray  # X encoded (categorical codes): what the boosters see
+    y: np.ndarray  # 0/1 as float64
+    time: pd.Series  # each row's period (cross-sectional: its dealt block)
+    period_idx: np.ndarray  # each row's index into `periods`
+    periods: pd.Index  # the sorted distinct periods
+    specs: tuple[FeatureSpec, ...]
+    cat_idx: list[int]
+    folds: list[Fold]
+    held_out: np.ndarray | None  # households held out for early stopping (per row)
+    rules: dict[str, np.ndarray]
+    fingerprint: str
+
+
+def _prepare(X: pd.DataFrame, y: pd.Series, time: pd.Series | None,
+             household: pd.Series | None, config: TrainConfig,
+             rule_scores: Mapping[str, RuleScore] | None,
+             aligned: Mapping[str, Any]) -> _Table:
+    """Check that every input aligns with X, encode X, find the periods and the folds."""
+    n = len(X)
+    for name, other in aligned.items():
+        if other is not None and len(other) != n:
+            raise ValueError(f"{name} has {len(other)} rows but X has {n}")
+    check_unique_columns(X.columns)
+    y_arr = _zero_one(y)
+    cross_sectional = time is None
+    if time is None:
+        n_blocks = periods_needed(config.n_folds, config.fold_periods, config.gap_periods,
+                                  config.early_stopping_periods)
+        time = pd.Series(cross_sectional_blocks(y_arr, n_blocks, config.seed, household))
+    specs = feature_specs(X)
+    period_idx, periods = pd.factorize(pd.Series(time).reset_index(drop=True), sort=True)
+    if (period_idx < 0).any():
+        raise ValueError("time has missing values")
+    return _Table(
+        X=X, Xm=encode_frame(X, specs), y=y_arr, time=pd.Series(time),
+        period_idx=period_idx, periods=periods, specs=specs,
+        cat_idx=[i for i, s in enumerate(specs) if s.kind == "categorical"],
+        folds=make_folds(len(periods), config),
+        # Cross-sectional blocks already keep each household in one block.
+        held_out=None if cross_sectional else _held_out_households(
+            household, config.early_stopping_holdout),
+        rules=_rule_arrays(rule_scores, X),
+        fingerprint=data_fingerprint(X, pd.Series(y), pd.Series(time), config),
+    )
+
+
+def check_unique_columns(columns: Iterable[Any]) -> None:
+    """Refuse column names that repeat once read as text: a feature is found by its name."""
+    names = [str(c) for c in columns]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"X has duplicate column names {duplicated}: every feature needs a "
+                         "name of its own")
+
+
+def _zero_one(y: pd.Series) -> np.ndarray:
+    """y as float 0/1; anything else (text labels, other values, missing) in one line."""
+    labels = pd.Series(y)
+    try:
+        y_arr = labels.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        y_arr = np.full(len(labels), np.nan)  # text labels: reported below
+    if np.isnan(y_arr).any() or not np.isin(y_arr, (0.0, 1.0)).all():
+        found = ", ".join(map(repr, pd.unique(labels.dropna())[:5].tolist()))
+        raise ValueError(
+            f"y must be 0/1 without missing values; found {int(labels.isna().sum())} missing "
+            f"and the values {found}: map them to 0/1 (training.estimator."
+            "CalibratedLGBMClassifier takes any two classes)")
+    return y_arr
+
+
+def _baseline_rows(t: _Table, fold: Fold, rows: np.ndarray,
+                   config: TrainConfig) -> list[dict[str, Any]]:
+    """The logistic baseline's and the rules' scores on a fold's validation `rows`."""
+    out = []
+    y = t.y[rows]
+    if config.logistic_baseline:
+        lr = _LogisticBaseline(t.specs, config).fit(t.Xm, t.y, _before_gap(t.period_idx, fold))
+        out.append(_score_row("logistic", fold, y, lr.predict(t.Xm, rows), config, True))
+    for name, score in t.rules.items():
+        out.append(_score_row(f"rule:{name}", fold, y, score[rows], config, False))
+    return out
+
+
+@dataclass
+class _OutOfTime:
+    """The cross-validation folds: their scores, and their validation blocks' raw margins
+    and labels (what calibration is fitted on)."""
+
+    score_rows: list[dict[str, Any]] = field(default_factory=list)
+    margins: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+
+
+def _cross_validate(t: _Table, params: dict[str, Any], config: TrainConfig) -> _OutOfTime:
+    """One early-stopped booster per CV fold, scored with the baselines on its block."""
+    oot = _OutOfTime()
+    for fold in t.folds[:-1]:
+        fit_rows, stop_rows = _fit_stop_rows(t.period_idx, fold, t.held_out)
+        valid_rows = _rows(t.period_idx, fold.valid_periods)
+        booster = _train_booster(t.Xm, t.y, fit_rows, stop_rows, params, t.cat_idx, config)
+        margin = np.asarray(booster.predict(t.Xm[valid_rows], raw_score=True,
+                                            num_threads=config.num_threads))
+        oot.margins.append(margin)
+        oot.labels.append(t.y[valid_rows])
+        row = _score_row("lightgbm_raw", fold, t.y[valid_rows], _sigmoid(margin), config, True)
+        row["rounds"] = booster.current_iteration()
+        oot.score_rows.append(row)
+        oot.score_rows.extend(_baseline_rows(t, fold, valid_rows, config))
+    return oot
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    method: calib.CalibrationMethod
+    candidates: dict[str, dict[str, float]]  # every method fitted on earlier folds, scored
+    evaluated: Calibrator  # the method refitted on all CV margins: the evaluated model's
+
+
+def _calibrate_out_of_time(oot: _OutOfTime, config: TrainConfig) -> _Calibration:
+    """Choose the method on the CV folds (earlier folds fit, latest fold scores) unless the
+    config names one; refit it on every CV fold's margins."""
+    earlier_m, earlier_y = np.concatenate(oot.margins[:-1]), np.concatenate(oot.labels[:-1])
+    method, candidates = calib.choose_calibration(earlier_m, earlier_y, oot.margins[-1],
+                                                  oot.labels[-1], config.n_bins)
+    if config.calibration != "auto":
+        method = config.calibration
+    fitted = calib.fit_calibrator(method, np.concatenate(oot.margins), np.concatenate(oot.labels))
+    return _Calibration(method, candidates, fitted)
+
+
+@dataclass
+class _Evaluated:
+    """The evaluated model (everything before the test block, minus the gap) on the test
+    block: the run's honest figures."""
+
+    booster: lgb.Booster
+    rows: np.ndarray  # the test block's rows
+    y: np.ndarray
+    margin: np.ndarray
+    probability: np.ndarray  # calibrated
+    comparison_rows: list[dict[str, Any]]  # the model first, then the baselines
+    raw_row: dict[str, Any]  # the model before calibration
+
+    @property
+    def rounds(self) -> int:
+        return int(self.booster.current_iteration())
+
+
+def _evaluate_on_test(t: _Table, params: dict[str, Any], calibrator: Calibrator,
+                      config: TrainConfig) -> _Evaluated:
+    test = t.folds[-1]
+    fit_rows, stop_rows = _fit_stop_rows(t.period_idx, test, t.held_out)
+    rows = _rows(t.period_idx, test.valid_periods)
+    booster = _train_booster(t.Xm, t.y, fit_rows, stop_rows, params, t.cat_idx, config)
+    margin = np.asarray(booster.predict(t.Xm[rows], raw_score=True,
+                                        num_threads=config.num_threads))
+    probability = calibrator.apply(margin)
+    y = t.y[rows]
+    headline = _score_row("lightgbm", test, y, probability, config, True)
+    headline["rounds"] = booster.current_iteration()
+    raw_row = _score_row("lightgbm_raw", test, y, _sigmoid(margin), config, True)
+    # Before calibration: ranking by the margin (serving's order), Brier/ECE of the raw sigmoid.
+    # After: the plain names. The gate refuses a calibrator whose ranking metrics fall.
+    margin_ranking = metrics.ranking_summary(y, margin, config.k_pct)
+    headline.update({f"margin_{k}": v for k, v in margin_ranking.items()})
+    headline.update({f"raw_{k}": raw_row[k] for k in ("brier", "ece")})
+    return _Evaluated(booster, rows, y, margin, probability,
+                      [headline, *_baseline_rows(t, test, rows, config)], raw_row)
+
+
+def _fairness_on_test(groups: pd.DataFrame | None, ev: _Evaluated,
+                      config: TrainConfig) -> FairnessReport | None:
+    if groups is None or not len(groups.columns):
+        return None
+    return fairness_report(
+        ev.y, ev.probability, groups.iloc[ev.rows].reset_index(drop=True),
+        k_pct=config.k_pct, reference=config.fairness_reference, tau=config.fairness_tau,
+        min_size=config.fairness_min_size, min_positives=config.fairness_min_positives,
+        n_bins=config.n_bins)
+
+
+def _lead_time_on_test(household: pd.Series | None, time: pd.Series, ev: _Evaluated,
+                       config: TrainConfig) -> metrics.LeadTime | None:
+    """How early the test block's identified households were in their month's top k%
+    (a panel measure: needs household ids and real periods)."""
+    if household is None:
+        return None
+    hh = pd.Series(household).to_numpy()[ev.rows]
+    t_test = pd.Series(time).to_numpy()[ev.rows]
+    ident = metrics.identification_from_labels(hh, t_test, ev.y)
+    flagged = metrics.top_k_mask_by_period(ev.margin, t_test, config.k_pct)
+    return metrics.lead_time_summary(metrics.lead_times(hh, t_test, flagged, ident))
+
+
+def _refit_production(t: _Table, params: dict[str, Any], cal: _Calibration, oot: _OutOfTime,
+                      ev: _Evaluated, config: TrainConfig) -> tuple[lgb.Booster, Calibrator]:
+    """Every period, the evaluated model's number of rounds (no slice is left to stop on);
+    the calibrator refitted on every out-of-time margin (CV folds + test block)."""
+    production = _train_booster(t.Xm, t.y, np.arange(len(t.X)), None, params, t.cat_idx,
+                                config, num_rounds=ev.rounds)
+    calibrator = calib.fit_calibrator(cal.method, np.concatenate([*oot.margins, ev.margin]),
+                                      np.concatenate([*oot.labels, ev.y]))
+    return production, calibrator
+
+
+def _artifact_metas(t: _Table, cal: _Calibration, params: dict[str, Any], ev: _Evaluated,
+                    production: lgb.Booster, test_metrics: dict[str, float],
+                    config: TrainConfig, as_of: str | None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(production meta, evaluated meta): what each artifact's `meta.json` records."""
+    test = t.folds[-1]
+    common = {
+        "feature_registry_version": config.feature_registry_version,
+        "as_of": as_of,
+        "data_fingerprint": t.fingerprint,
+        "calibration_method": cal.method,
+        "params": {k: v for k, v in params.items() if k != "verbosity"},
+        "test_periods": _test_periods(t),
+        "test_metrics": test_metrics,
+        "n_rows": len(t.X),
+    }
+    last, through_eval = t.periods[len(t.periods) - 1], t.periods[test.stop_periods[1] - 1]
+    production_meta = {**common, "trained_through": _as_json_time(last),
+                       "trained_through_ordinal": _ordinal(last),
+                       "rounds": production.current_iteration(), "role": "production"}
+    evaluated_meta = {**common, "trained_through": _as_json_time(through_eval),
+                      "trained_through_ordinal": _ordinal(through_eval),
+                      "rounds": ev.rounds, "role": "evaluated"}
+    return production_meta, evaluated_meta
+
+
+def _test_periods(t: _Table) -> list[str]:
+    return [_as_json_time(t.periods[i]) for i in range(*t.folds[-1].valid_periods)]
+
+
+def _data_summary(t: _Table) -> DataSummary:
+    return DataSummary(rows=len(t.X), positives=int(t.y.sum()), features=len(t.specs),
+                       categorical_features=len(t.cat_idx), periods=len(t.periods),
+                       first_period=_as_json_time(t.periods[0]),
+                       last_period=_as_json_time(t.periods[len(t.periods) - 1]))
+
+
+def _feature_importance(specs: tuple[FeatureSpec, ...], booster: lgb.Booster) -> pd.DataFrame:
+    return pd.DataFrame({
+        "feature": [s.name for s in specs],
+        "gain": booster.feature_importance("gain"),
+        "split": booster.feature_importance("split"),
+    }).sort_values("gain", ascending=False, ignore_index=True)
+
+
 def fit_evaluate(
     X: pd.DataFrame,
     y: pd.Series,
-    time: pd.Series,
+    time: pd.Series | None,
     *,
     config: TrainConfig | None = None,
     groups: pd.DataFrame | None = None,
@@ -452,183 +769,79 @@ def fit_evaluate(
     """Cross-validate over time, calibrate out of time, evaluate on the latest block, refit.
 
     X: features (numeric, bool, category/str/object; missing values allowed). y: 0/1.
-    time: as-of period (datetime, Period or any sortable value; fold ids work too).
-    groups: fairness attributes (one column each). household: ids for lead time and the
-    early-stopping holdout.
-    type_labels: 0/1 columns per hardship type (name `label_<type>`). rule_scores: named
-    rule baselines, a score per row or a callable on X. All inputs align by position.
+    time: as-of period (datetime, Period or any sortable value; fold ids work too), or
+    None for cross-sectional data: rows (or households) are dealt into seeded blocks that
+    play the periods, no household is held out and no lead time is reported
+    (`cross_sectional_blocks`). groups: fairness attributes (one column each).
+    household: ids for lead time and the early-stopping holdout (cross-sectional: the
+    units kept in one block). type_labels: 0/1 columns per hardship type (name
+    `label_<type>`). rule_scores: named rule baselines, a score per row or a callable on
+    X. All inputs align by position.
     """
     config = config or TrainConfig()
     timings: dict[str, float] = {}
     clock = _time.perf_counter()
-    n = len(X)
-    for name, other in (("y", y), ("time", time), ("groups", groups), ("household", household),
-                        ("type_labels", type_labels)):
-        if other is not None and len(other) != n:
-            raise ValueError(f"{name} has {len(other)} rows but X has {n}")
-    y_arr = pd.Series(y).to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isnan(y_arr).any() or not np.isin(y_arr, (0.0, 1.0)).all():
-        raise ValueError("y must be 0/1 without missing values")
-    specs = feature_specs(X)
-    cat_idx = [i for i, s in enumerate(specs) if s.kind == "categorical"]
-    Xm = encode_frame(X, specs)
-    period_idx, periods = pd.factorize(pd.Series(time).reset_index(drop=True), sort=True)
-    if (period_idx < 0).any():
-        raise ValueError("time has missing values")
-    folds = make_folds(len(periods), config)
-    held_out = _held_out_households(household, config.early_stopping_holdout)
-    fingerprint = data_fingerprint(X, pd.Series(y), pd.Series(time), config)
-    rules = _rule_arrays(rule_scores, X)
+    cross_sectional = time is None
+    t = _prepare(X, y, time, household, config, rule_scores,
+                 {"y": y, "time": time, "groups": groups, "household": household,
+                  "type_labels": type_labels})
     timings["prepare_s"] = _time.perf_counter() - clock
 
     search_table = None
     overrides: dict[str, Any] = {}
     if config.search_trials:
         clock = _time.perf_counter()
-        overrides, search_table = _search(Xm, y_arr, period_idx, folds[-2], cat_idx, config,
-                                          held_out)
+        overrides, search_table = _search(t.Xm, t.y, t.period_idx, t.folds[-2], t.cat_idx,
+                                          config, t.held_out)
         timings["search_s"] = _time.perf_counter() - clock
     params = config.lgb_params(**overrides)
 
-    # -- cross-validation folds ------------------------------------------------
     clock = _time.perf_counter()
-    score_rows: list[dict[str, Any]] = []
-    oot_margin: list[np.ndarray] = []
-    oot_y: list[np.ndarray] = []
-    for fold in folds[:-1]:
-        fit_rows, stop_rows = _fit_stop_rows(period_idx, fold, held_out)
-        valid_rows = _rows(period_idx, fold.valid_periods)
-        booster = _train_booster(Xm, y_arr, fit_rows, stop_rows, params, cat_idx, config)
-        margin = np.asarray(booster.predict(Xm[valid_rows], raw_score=True,
-                                            num_threads=config.num_threads))
-        oot_margin.append(margin)
-        oot_y.append(y_arr[valid_rows])
-        row = _score_row("lightgbm_raw", fold, y_arr[valid_rows], _sigmoid(margin), config, True)
-        row["rounds"] = booster.current_iteration()
-        score_rows.append(row)
-        if config.logistic_baseline:
-            lr = _LogisticBaseline(specs, config).fit(Xm, y_arr, _before_gap(period_idx, fold))
-            score_rows.append(_score_row("logistic", fold, y_arr[valid_rows],
-                                         lr.predict(Xm, valid_rows), config, True))
-        for name, score in rules.items():
-            score_rows.append(_score_row(f"rule:{name}", fold, y_arr[valid_rows],
-                                         score[valid_rows], config, False))
+    oot = _cross_validate(t, params, config)
     timings["cv_s"] = _time.perf_counter() - clock
-
-    # -- calibration chosen out of time -----------------------------------------
-    earlier_m, earlier_y = np.concatenate(oot_margin[:-1]), np.concatenate(oot_y[:-1])
-    method, cal_scores = calib.choose_calibration(earlier_m, earlier_y, oot_margin[-1],
-                                                  oot_y[-1], config.n_bins)
-    if config.calibration != "auto":
-        method = config.calibration
-    all_cv_m, all_cv_y = np.concatenate(oot_margin), np.concatenate(oot_y)
-    eval_calibrator = calib.fit_calibrator(method, all_cv_m, all_cv_y)
-
-    # -- evaluated model: everything before the test block (minus the gap) ---------
+    cal = _calibrate_out_of_time(oot, config)
     clock = _time.perf_counter()
-    test = folds[-1]
-    fit_rows, stop_rows = _fit_stop_rows(period_idx, test, held_out)
-    test_rows = _rows(period_idx, test.valid_periods)
-    evaluated = _train_booster(Xm, y_arr, fit_rows, stop_rows, params, cat_idx, config)
-    test_margin = np.asarray(evaluated.predict(Xm[test_rows], raw_score=True,
-                                               num_threads=config.num_threads))
-    test_prob = eval_calibrator.apply(test_margin)
-    y_test = y_arr[test_rows]
-    comparison_rows = [_score_row("lightgbm", test, y_test, test_prob, config, True)]
-    comparison_rows[0]["rounds"] = evaluated.current_iteration()
-    raw_row = _score_row("lightgbm_raw", test, y_test, _sigmoid(test_margin), config, True)
-    score_rows.append(raw_row)
-    # Before calibration: ranking by the margin (serving's order), Brier/ECE of the raw sigmoid.
-    # After: the plain names. The gate refuses a calibrator whose ranking metrics fall.
-    margin_ranking = metrics.ranking_summary(y_test, test_margin, config.k_pct)
-    comparison_rows[0].update({f"margin_{k}": v for k, v in margin_ranking.items()})
-    comparison_rows[0].update({f"raw_{k}": raw_row[k] for k in ("brier", "ece")})
-    if config.logistic_baseline:
-        lr = _LogisticBaseline(specs, config).fit(Xm, y_arr, _before_gap(period_idx, test))
-        comparison_rows.append(_score_row("logistic", test, y_test, lr.predict(Xm, test_rows),
-                                          config, True))
-    for name, score in rules.items():
-        comparison_rows.append(_score_row(f"rule:{name}", test, y_test, score[test_rows],
-                                          config, False))
-    score_rows.extend(comparison_rows)
+    ev = _evaluate_on_test(t, params, cal.evaluated, config)
     timings["evaluated_s"] = _time.perf_counter() - clock
+    fairness = _fairness_on_test(groups, ev, config)
+    lead = None if cross_sectional else _lead_time_on_test(household, t.time, ev, config)
 
-    fairness = None
-    if groups is not None and len(groups.columns):
-        fairness = fairness_report(
-            y_test, test_prob, groups.iloc[test_rows].reset_index(drop=True),
-            k_pct=config.k_pct, reference=config.fairness_reference, tau=config.fairness_tau,
-            min_size=config.fairness_min_size, min_positives=config.fairness_min_positives,
-            n_bins=config.n_bins)
-    lead = None
-    if household is not None:
-        hh = pd.Series(household).to_numpy()[test_rows]
-        t_test = pd.Series(time).to_numpy()[test_rows]
-        ident = metrics.identification_from_labels(hh, t_test, y_test)
-        flagged = metrics.top_k_mask_by_period(test_margin, t_test, config.k_pct)
-        lead = metrics.lead_time_summary(metrics.lead_times(hh, t_test, flagged, ident))
-
-    # -- production model: every period, same number of rounds -----------------------
     clock = _time.perf_counter()
-    all_rows = np.arange(n)
-    production = _train_booster(Xm, y_arr, all_rows, None, params, cat_idx, config,
-                                num_rounds=evaluated.current_iteration())
-    prod_calibrator = calib.fit_calibrator(method, np.concatenate([all_cv_m, test_margin]),
-                                           np.concatenate([all_cv_y, y_test]))
-    train_rows = _before_gap(period_idx, test)
+    production, production_calibrator = _refit_production(t, params, cal, oot, ev, config)
     type_boosters, type_table = _type_models(
-        Xm, y_arr, None if type_labels is None else type_labels.reset_index(drop=True),
-        train_rows, test_rows, cat_idx, config)
+        t.Xm, t.y, None if type_labels is None else type_labels.reset_index(drop=True),
+        _before_gap(t.period_idx, t.folds[-1]), ev.rows, t.cat_idx, config)
     timings["production_s"] = _time.perf_counter() - clock
 
-    test_metrics = {k: v for k, v in comparison_rows[0].items()
+    test_metrics = {k: v for k, v in ev.comparison_rows[0].items()
                     if isinstance(v, float | int) and not isinstance(v, bool)}
     if lead is not None:
         test_metrics.update({f"lead_{k}": float(v) for k, v in lead.as_dict().items()})
-    test_periods = [_as_json_time(periods[i]) for i in range(*test.valid_periods)]
-    meta_common = {
-        "feature_registry_version": config.feature_registry_version,
-        "as_of": as_of,
-        "data_fingerprint": fingerprint,
-        "calibration_method": method,
-        "params": {k: v for k, v in params.items() if k != "verbosity"},
-        "test_periods": test_periods,
-        "test_metrics": test_metrics,
-        "n_rows": n,
-    }
-    through_eval = periods[test.stop_periods[1] - 1]
-    prod_meta = {**meta_common, "trained_through": _as_json_time(periods[len(periods) - 1]),
-                 "trained_through_ordinal": _ordinal(periods[len(periods) - 1]),
-                 "rounds": production.current_iteration(), "role": "production"}
-    eval_meta = {**meta_common, "trained_through": _as_json_time(through_eval),
-                 "trained_through_ordinal": _ordinal(through_eval),
-                 "rounds": evaluated.current_iteration(), "role": "evaluated"}
-    importance = pd.DataFrame({
-        "feature": [s.name for s in specs],
-        "gain": production.feature_importance("gain"),
-        "split": production.feature_importance("split"),
-    }).sort_values("gain", ascending=False, ignore_index=True)
-    curve = metrics.calibration_curve(y_test, test_prob, config.n_bins)
+    production_meta, evaluated_meta = _artifact_metas(t, cal, params, ev, production,
+                                                      test_metrics, config, as_of)
     return FitResult(
-        artifact=ModelArtifact(production, specs, prod_calibrator, prod_meta, type_boosters),
-        evaluated_artifact=ModelArtifact(evaluated, specs, eval_calibrator, eval_meta),
+        artifact=ModelArtifact(production, t.specs, production_calibrator, production_meta,
+                               type_boosters),
+        evaluated_artifact=ModelArtifact(ev.booster, t.specs, cal.evaluated, evaluated_meta),
         test_metrics=test_metrics,
-        comparison=pd.DataFrame(comparison_rows),
-        fold_metrics=pd.DataFrame(score_rows),
-        calibration={"method": method, "candidates": cal_scores,
-                     "evaluated": eval_calibrator.to_json()["method"]},
-        calibration_curve=curve,
-        test_mask=np.isin(np.arange(n), test_rows),
-        test_probability=test_prob,
-        test_periods=test_periods,
+        comparison=pd.DataFrame(ev.comparison_rows),
+        fold_metrics=pd.DataFrame([*oot.score_rows, ev.raw_row, *ev.comparison_rows]),
+        calibration={"method": cal.method, "candidates": cal.candidates,
+                     "evaluated": cal.evaluated.to_json()["method"]},
+        calibration_curve=metrics.calibration_curve(ev.y, ev.probability, config.n_bins),
+        test_mask=np.isin(np.arange(len(t.X)), ev.rows),
+        test_probability=ev.probability,
+        test_periods=_test_periods(t),
         fairness=fairness,
         lead_time=lead,
         type_metrics=type_table,
-        feature_importance=importance,
+        feature_importance=_feature_importance(t.specs, production),
         config=config,
         params=params,
-        fingerprint=fingerprint,
+        fingerprint=t.fingerprint,
         search=search_table,
         timings=timings,
-        test_margin=test_margin,
+        test_margin=ev.margin,
+        cross_sectional=cross_sectional,
+        data=_data_summary(t),
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pandas as pd
 
@@ -16,16 +14,16 @@ from features.asof import require_delivered
 from features.rules import baseline_rule_scores
 from features.tables import first_roster_month
 from training.core import TrainConfig, data_fingerprint, fit_evaluate
+from training.gate import GateConfig
 from training.minimum import months_needed
-from training.tracking import (
-    GateConfig,
-    TrackOutcome,
-    find_existing_version,
-    finish_registration,
-    track_run,
-)
+from training.tracking import TrackOutcome, registered_outcome, track_run
 
-log = logging.getLogger(__name__)
+# The model card's "Intended use" for the monthly job's model (the core and its card are
+# generic: this is where households come in).
+INTENDED_USE = (
+    "Ranks in-scope rural households by the risk of being identified for monitoring within "
+    "the label horizon, to prioritise caseworker visits. Not a decision: every alert is "
+    "reviewed by a caseworker.")
 
 
 def apply_verdicts(table: pd.DataFrame, verdicts: pd.DataFrame | None) -> pd.DataFrame:
@@ -120,12 +118,9 @@ def train_monthly(
     time = table["as_of"]
     client = registry.client(settings.tracking_uri())
     fingerprint = data_fingerprint(X, y, time, config)
-    existing = find_existing_version(client, as_of_text, fingerprint, workspace)
+    existing = registered_outcome(client, as_of_text, fingerprint, workspace)
     if existing is not None:
-        mv = finish_registration(client, client.get_model_version(workspace.model_name,
-                                                                  existing))
-        log.info("as_of %s already registered as version %s", as_of_text, existing)
-        return TrackOutcome(mv.run_id, existing, list(mv.aliases), True, None)
+        return existing
     group_cols = ["county_code", *features.group_column_names()]
     type_cols = [c for c in features.LABEL_COLUMNS if c != "label" and c in table.columns]
     result = fit_evaluate(
@@ -145,4 +140,5 @@ def train_monthly(
         tracking_uri=settings.tracking_uri(),
         artifact_location=settings.artifact_root(),
         gate_config=gate_config or GateConfig.from_settings(settings),
+        intended_use=INTENDED_USE,
     )

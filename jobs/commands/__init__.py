@@ -11,10 +11,16 @@ from typing import Any
 
 import typer
 
+# Options several commands share, declared once (typer reads them as parameter defaults).
 # `--allow-undelivered` on monthly, train, score and features (docs/operations.md).
-ALLOW_UNDELIVERED_HELP = (
-    "Run for a month after the latest delivered month, on the data delivered so far "
+ALLOW_UNDELIVERED: Any = typer.Option(
+    False, "--allow-undelivered",
+    help="Run for a month after the latest delivered month, on the data delivered so far "
     "(a deliberate rerun; a month in the future is always refused).")
+# `--database-url` on every command that reads or writes the alert store.
+DATABASE_URL: Any = typer.Option(
+    None, "--database-url",
+    help="Alert store URL (default: DOUDI_DATABASE_URL, else <home>/alerts.db).")
 
 
 # Commands that do not write the workspace, so they do not take its lock (doudi/locking.py):

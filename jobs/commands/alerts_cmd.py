@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from jobs.commands import DATABASE_URL
+
 alerts_app = typer.Typer(help="Alerts in the store (one chain of help per household).")
 feedback_app = typer.Typer(help="Caseworkers' verdicts back into the store.")
 
@@ -18,14 +20,6 @@ class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
-
-
-def _database_option() -> str | None:
-    return typer.Option(
-        None,
-        "--database-url",
-        help="SQLAlchemy URL of the store (default: DOUDI_DATABASE_URL, else <home>/alerts.db).",
-    )
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +38,7 @@ def list_command(
         help="new, dispatched, verified_confirmed, verified_dismissed, referred or closed.",
     ),
     output: Format = typer.Option(Format.table, "--format", help="table, json or csv."),
-    database_url: str | None = _database_option(),
+    database_url: str | None = DATABASE_URL,
 ) -> None:
     """List alerts, newest first."""
     from doudi.errors import UserError
@@ -93,7 +87,7 @@ def import_command(
     actor: str | None = typer.Option(
         None, "--actor", help="Who imports (recorded in the status history); default: OS user."
     ),
-    database_url: str | None = _database_option(),
+    database_url: str | None = DATABASE_URL,
 ) -> None:
     """Import caseworkers' verdicts (all rows or none; re-importing changes nothing)."""
     from serving.store import import_feedback, open_store

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.commands import ALLOW_UNDELIVERED_HELP
+from jobs.commands import ALLOW_UNDELIVERED
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +19,7 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="Write a Parquet file (household_key, as_of, features)."),
         warehouse: Path | None = typer.Option(
             None, "--warehouse", help="Warehouse folder (default: <DOUDI_HOME>/warehouse)."),
-        allow_undelivered: bool = typer.Option(
-            False, "--allow-undelivered", help=ALLOW_UNDELIVERED_HELP),
+        allow_undelivered: bool = ALLOW_UNDELIVERED,
     ) -> None:
         """Features of every roster household known at the month end (pseudonymous keys)."""
         import time

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.commands import ALLOW_UNDELIVERED_HELP
+from jobs.commands import ALLOW_UNDELIVERED
 from jobs.monthly import MonthlySummary, run_monthly
 
 
@@ -51,8 +51,7 @@ def register(app: typer.Typer) -> None:
         retrain: bool | None = typer.Option(
             None, "--retrain/--no-retrain", help="Force or skip retraining (default: when due)."
         ),
-        allow_undelivered: bool = typer.Option(
-            False, "--allow-undelivered", help=ALLOW_UNDELIVERED_HELP),
+        allow_undelivered: bool = ALLOW_UNDELIVERED,
         allow_unknown: bool = typer.Option(
             False, "--allow-unknown", help="Read the feeds even if RAW_DIR holds unknown "
             "folders or files (listed as warnings); without it they are an error."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.commands import ALLOW_UNDELIVERED_HELP
+from jobs.commands import ALLOW_UNDELIVERED, DATABASE_URL
 
 
 def register(app: typer.Typer) -> None:
@@ -21,14 +21,11 @@ def register(app: typer.Typer) -> None:
             "--allow-non-champion (default: this workspace's champion, "
             "models:/doudi-risk-<workspace>@champion in the configured MLflow tracking store; "
             "another workspace's model is refused; see `doudi models list`)."),
-        database_url: str | None = typer.Option(
-            None, "--database-url", help="Alert store URL (default: DOUDI_DATABASE_URL, "
-            "else <home>/alerts.db)."),
+        database_url: str | None = DATABASE_URL,
         explain_all: bool = typer.Option(
             False, "--explain-all", help="Reasons for every household in --out, not only "
             "the alerted ones (TreeSHAP for all: about 2 min per 1M households)."),
-        allow_undelivered: bool = typer.Option(
-            False, "--allow-undelivered", help=ALLOW_UNDELIVERED_HELP),
+        allow_undelivered: bool = ALLOW_UNDELIVERED,
         allow_non_champion: bool = typer.Option(
             False, "--allow-non-champion", help="Score with a --model that is not this "
             "workspace's champion (a version the gate refused, an old version, a folder): "
@@ -72,9 +69,7 @@ def register(app: typer.Typer) -> None:
         township: list[str] = typer.Option(
             ..., "--township", help="9-digit township code (repeat for several)."),
         out_dir: Path = typer.Option(..., "--out-dir", help="Folder for the sheets."),
-        database_url: str | None = typer.Option(
-            None, "--database-url", help="Alert store URL (default: DOUDI_DATABASE_URL, "
-            "else <home>/alerts.db)."),
+        database_url: str | None = DATABASE_URL,
     ) -> None:
         """Caseworker sheets (xlsx + GBK CSV) of a township's new alerts; dispatches them."""
         from doudi.settings import Settings

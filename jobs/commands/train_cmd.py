@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import typer
 
-from jobs.commands import ALLOW_UNDELIVERED_HELP
+from jobs.commands import ALLOW_UNDELIVERED, DATABASE_URL
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         as_of: str = typer.Option(..., "--as-of", help="Model month YYYY-MM (data known by then)."),
-        database_url: str | None = typer.Option(
-            None, "--database-url", help="Alert store holding caseworkers' verdicts."
-        ),
-        allow_undelivered: bool = typer.Option(
-            False, "--allow-undelivered", help=ALLOW_UNDELIVERED_HELP),
+        database_url: str | None = DATABASE_URL,
+        allow_undelivered: bool = ALLOW_UNDELIVERED,
     ) -> None:
         """Train on mature months (and verdicts), evaluate out of time, register, gate."""
         from doudi import registry

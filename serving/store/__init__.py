@@ -5,34 +5,34 @@ Public API (import from here):
     AlertStore.add_alerts / dispatch / record_verdict / refer / update_referral /
         close / record_export / get / open_household_keys
     NewAlert, Reason, AddReport, SkipReason, ReferralOutcome, Status
-    list_alerts, alerts_for_export, verdict_labels, duplicate_assistance, omissions
+    list_alerts, alerts_for_export, reason_columns_in, verdict_labels,
+    duplicate_assistance, omissions
     import_feedback, read_feedback
 """
 
+from serving.store.database import default_url
 from serving.store.feedback import FeedbackError, ImportReport, import_feedback, read_feedback
+from serving.store.inputs import NewAlert, Reason
 from serving.store.lifecycle import IllegalTransitionError, Status
+from serving.store.records import (
+    AddReport,
+    AlertNotFoundError,
+    AlertRecord,
+    ReferralOutcome,
+    Skipped,
+    SkipReason,
+    VerdictConflictError,
+)
 from serving.store.reports import (
     DEFAULT_OMISSION_AFTER_DAYS,
     alerts_for_export,
     duplicate_assistance,
     list_alerts,
     omissions,
+    reason_columns_in,
     verdict_labels,
 )
-from serving.store.store import (
-    AddReport,
-    AlertNotFoundError,
-    AlertRecord,
-    AlertStore,
-    NewAlert,
-    Reason,
-    ReferralOutcome,
-    Skipped,
-    SkipReason,
-    VerdictConflictError,
-    default_url,
-    open_store,
-)
+from serving.store.store import AlertStore, open_store
 
 __all__ = [
     "DEFAULT_OMISSION_AFTER_DAYS",
@@ -58,5 +58,6 @@ __all__ = [
     "omissions",
     "open_store",
     "read_feedback",
+    "reason_columns_in",
     "verdict_labels",
 ]

@@ -23,9 +23,12 @@ from sqlalchemy import select
 
 from doudi.contract import RISK_TYPES
 from doudi.errors import UserError
+from serving.store.database import chunks
+from serving.store.inputs import VerdictInput, contains_id_number
 from serving.store.lifecycle import Status
-from serving.store.models import Alert, Verdict
-from serving.store.store import AlertStore, VerdictInput, contains_id_number
+from serving.store.models import Alert
+from serving.store.store import AlertStore
+from serving.store.verdicts import stored_verdicts
 
 # canonical name -> Chinese header
 COLUMNS: dict[str, str] = {
@@ -329,16 +332,11 @@ def import_feedback(
     with store.transaction() as session:
         ids = [r.alert_id for r in rows]
         alerts: dict[int, Alert] = {}
-        verdicts: dict[int, Verdict] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        for chunk in chunks(ids):
             # Locked until commit: no one else changes these alerts mid-import.
             locked = select(Alert).where(Alert.id.in_(chunk)).with_for_update()
             alerts.update((a.id, a) for a in session.scalars(locked))
-            verdicts.update(
-                (v.alert_id, v)
-                for v in session.scalars(select(Verdict).where(Verdict.alert_id.in_(chunk)))
-            )
+        verdicts = stored_verdicts(session, ids)
         for row in rows:
             where = f"row {row.row} column"
             alert = alerts.get(row.alert_id)

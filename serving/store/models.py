@@ -30,6 +30,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from doudi.settings import MAX_REASONS_LIMIT
+
 # Explicit constraint names keep migrations identical on SQLite and PostgreSQL.
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -137,7 +139,7 @@ class Alert(Base):
 
 
 class AlertReason(Base):
-    """One of the (up to four) explained reasons shown with an alert."""
+    """One of the explained reasons shown with an alert (up to `MAX_REASONS_LIMIT`)."""
 
     __tablename__ = "alert_reasons"
 
@@ -153,7 +155,7 @@ class AlertReason(Base):
 
     __table_args__ = (
         UniqueConstraint("alert_id", "rank"),
-        CheckConstraint("rank BETWEEN 1 AND 4", name="rank_range"),
+        CheckConstraint(f"rank BETWEEN 1 AND {MAX_REASONS_LIMIT}", name="rank_range"),
     )
 
 

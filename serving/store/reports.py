@@ -14,16 +14,19 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from doudi.settings import Settings
 from serving import routing
+from serving.store.inputs import MAX_REASONS
 from serving.store.lifecycle import Status
 from serving.store.models import Alert, Referral, Verdict
-from serving.store.store import AlertStore, assistance_lookup
+from serving.store.store import AlertStore
 
 Source = AlertStore | Session
 
-# The number of days after a confirming visit by which help should have
-# started; a candidate for a Settings field (`omission_after_days`).
-DEFAULT_OMISSION_AFTER_DAYS = 30
+# Days after a confirming visit by which help should have started (`settings.omission_days`).
+DEFAULT_OMISSION_AFTER_DAYS: int = Settings.model_fields["omission_days"].default
+# Reason columns of the export rows when the caller names no count (`settings.max_reasons`).
+DEFAULT_REASON_COLUMNS: int = Settings.model_fields["max_reasons"].default
 LIVE_REFERRAL_STATUSES = ("pending", "granted")
 
 ALERT_COLUMNS = [
@@ -57,6 +60,13 @@ def _session(source: Source) -> Iterator[Session]:
 
 def _joined(values: Iterable[str]) -> str:
     return ";".join(values)
+
+
+def assistance_lookup(
+    current_assistance: Mapping[str, Iterable[str]],
+) -> dict[str, frozenset[str]]:
+    """household_key -> departments currently helping it (codes checked)."""
+    return {k: routing.assisting_departments(v) for k, v in current_assistance.items()}
 
 
 def list_alerts(
@@ -96,12 +106,26 @@ def list_alerts(
     return pd.DataFrame(rows, columns=ALERT_COLUMNS)
 
 
-def alerts_for_export(source: Source, township: str) -> pd.DataFrame:
+def reason_columns(count: int) -> list[str]:
+    """`reason_1` .. `reason_<count>`: the reason columns of `alerts_for_export`, by rank."""
+    return [f"reason_{rank}" for rank in range(1, count + 1)]
+
+
+def reason_columns_in(frame: pd.DataFrame) -> list[str]:
+    """The reason columns an `alerts_for_export` frame has, by rank."""
+    return [c for c in reason_columns(MAX_REASONS) if c in frame.columns]
+
+
+def alerts_for_export(
+    source: Source, township: str, *, max_reasons: int = DEFAULT_REASON_COLUMNS
+) -> pd.DataFrame:
     """New alerts of one township with their reasons, for the caseworker sheet.
 
-    Adds `reason_1..4` (Chinese text) and `departments_zh`. Households are
-    pseudonymous here; the export re-identifies them from the vault and then
-    calls `AlertStore.record_export`.
+    Adds `departments_zh` and `reason_1..n` (Chinese text by rank; None where an alert
+    has fewer): n is `max_reasons` (`settings.max_reasons`), or more when a stored alert
+    carries more reasons, so that every stored reason reaches the sheet. Households are
+    pseudonymous here; the export re-identifies them from the vault and then calls
+    `AlertStore.record_export`.
     """
     query = (
         select(Alert)
@@ -110,9 +134,10 @@ def alerts_for_export(source: Source, township: str) -> pd.DataFrame:
         .order_by(Alert.risk.desc(), Alert.id)
     )
     with _session(source) as session:
-        records = []
+        records: list[dict[str, object]] = []
+        texts: list[dict[int, str]] = []  # per alert: rank -> reason text
         for a in session.scalars(query):
-            texts = {r.rank: r.text_zh for r in a.reasons}
+            texts.append({r.rank: r.text_zh for r in a.reasons})
             records.append(
                 {
                     "alert_id": a.id,
@@ -123,9 +148,12 @@ def alerts_for_export(source: Source, township: str) -> pd.DataFrame:
                     "tier": a.tier,
                     "risk_types": _joined(a.risk_types),
                     "departments_zh": "、".join(routing.department_name(d) for d in a.departments),
-                    **{f"reason_{rank}": texts.get(rank) for rank in range(1, 5)},
                 }
             )
+    ranks = max([max_reasons, *(rank for ranked in texts for rank in ranked)])
+    for record, ranked in zip(records, texts, strict=True):
+        for rank, column in enumerate(reason_columns(ranks), 1):
+            record[column] = ranked.get(rank)
     columns = [
         "alert_id",
         "household_key",
@@ -135,7 +163,7 @@ def alerts_for_export(source: Source, township: str) -> pd.DataFrame:
         "tier",
         "risk_types",
         "departments_zh",
-        *(f"reason_{r}" for r in range(1, 5)),
+        *reason_columns(ranks),
     ]
     return pd.DataFrame.from_records(records, columns=columns)
 
@@ -181,6 +209,14 @@ def verdict_labels(source: Source) -> pd.DataFrame:
     frame["as_of"] = pd.to_datetime(frame["as_of"])
     frame["visited_on"] = pd.to_datetime(frame["visited_on"])
     return frame
+
+
+# How the duplicate-assistance and omission reports name an alert (their first columns).
+NAMED_ALERT_COLUMNS = ("alert_id", "household_key", "township_code", "status")
+
+
+def _named(alert: Alert) -> tuple[int, str, str, str]:
+    return (alert.id, alert.household_key, alert.township_code, alert.status)
 
 
 def _confirmed(session: Session) -> list[tuple[Alert, Verdict, dict[str, str]]]:
@@ -232,10 +268,7 @@ def duplicate_assistance(
                 ]
                 rows.append(
                     (
-                        alert.id,
-                        alert.household_key,
-                        alert.township_code,
-                        alert.status,
+                        *_named(alert),
                         department,
                         routing.department_name(department),
                         _joined(current),
@@ -246,10 +279,7 @@ def duplicate_assistance(
     return pd.DataFrame(
         rows,
         columns=[
-            "alert_id",
-            "household_key",
-            "township_code",
-            "status",
+            *NAMED_ALERT_COLUMNS,
             "department",
             "department_zh",
             "current_assistance",
@@ -289,10 +319,7 @@ def omissions(
                 if covered.isdisjoint(expected):
                     rows.append(
                         (
-                            alert.id,
-                            alert.household_key,
-                            alert.township_code,
-                            alert.status,
+                            *_named(alert),
                             risk_type,
                             _joined(expected),
                             verdict.visited_on,
@@ -302,10 +329,7 @@ def omissions(
     return pd.DataFrame(
         rows,
         columns=[
-            "alert_id",
-            "household_key",
-            "township_code",
-            "status",
+            *NAMED_ALERT_COLUMNS,
             "risk_type",
             "expected_departments",
             "visited_on",

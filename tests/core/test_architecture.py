@@ -50,3 +50,47 @@ def test_packages_import_only_what_the_table_allows(package: str) -> None:
 def test_every_package_is_in_the_table() -> None:
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
     assert packages == set(ALLOWED), packages ^ set(ALLOWED)
+
+
+def _code_strings_and_calls(path: Path) -> tuple[set[str], set[str]]:
+    """String constants (docstrings and other bare expressions left out) and names called."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    bare = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+    strings = {n.value for n in ast.walk(tree)
+               if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in bare}
+    calls = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call):
+            f = n.func
+            calls.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute)
+                      else "")
+    return strings, calls
+
+
+def test_the_model_registry_has_one_home() -> None:
+    """MLflow clients, the telemetry switch and `models:/` URIs live in `doudi/registry.py`."""
+    home = ROOT / "doudi" / "registry.py"
+    offenders = {}
+    for package in ALLOWED:
+        for p in _sources(package):
+            if p == home:
+                continue
+            strings, calls = _code_strings_and_calls(p)
+            found = sorted({c for c in calls if c == "MlflowClient"}
+                           | {s for s in strings if s == "MLFLOW_DISABLE_TELEMETRY"}
+                           | {s for s in strings if s.startswith("models:/")})
+            if found:
+                offenders[str(p.relative_to(ROOT))] = found
+    assert not offenders, offenders
+
+
+def test_the_cli_starts_without_the_heavy_stack() -> None:
+    """Command modules import their stages lazily: `doudi --help` loads no data stack."""
+    import subprocess
+    import sys
+
+    code = ("import sys, jobs.cli; heavy = {'pandas', 'lightgbm', 'mlflow', 'bentoml', "
+            "'sklearn', 'shap'} & set(sys.modules); print(sorted(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

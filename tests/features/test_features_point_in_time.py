@@ -25,7 +25,8 @@ from doudi.months import Month
 from doudi.settings import Settings
 from doudi.warehouse import feed_dir, warehouse_name
 from features.asof import load_history, read_feed_as_of
-from features.build import county_features, history_from_frames
+from features.build import county_features
+from features.county import history_from_frames
 from features.labels import county_labels
 from tests.features.test_features_feeds import build_world
 

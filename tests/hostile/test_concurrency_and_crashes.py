@@ -328,8 +328,8 @@ _OPEN_ALERTS = """
 
 
 def test_processes_opening_a_fresh_alert_store_at_once_all_succeed(tmp_path: Path) -> None:
+    from serving.store.database import make_engine
     from serving.store.schema import current_revision, head_revision
-    from serving.store.store import make_engine
 
     url = f"sqlite:///{tmp_path / 'alerts.db'}"
     _all_print_ok_at_once(_OPEN_ALERTS, url, copies=4, cwd=ROOT, timeout=120)

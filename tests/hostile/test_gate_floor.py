@@ -24,8 +24,8 @@ from tests.jobs.cli import doudi, refused
 from tests.training.conftest import mlflow_store, mlflow_template  # noqa: F401  (fixtures)
 from training import tracking
 from training.core import FitResult, TrainConfig, fit_evaluate
+from training.gate import GateConfig, floor_check
 from training.synthetic import feature_columns, make_panel
-from training.tracking import GateConfig
 
 # Small trees for 8,000 rows: with 31 leaves and 20 rows a leaf the booster over-fits this
 # additive panel and trails the logistic baseline by 0.05 PR-AUC, which the floor refuses.
@@ -144,7 +144,7 @@ def test_each_floor_check_refuses_on_its_own(panel: pd.DataFrame) -> None:
     baselines = {"rules": weak, "logistic": weak}
 
     def reasons(p: np.ndarray = prob, base: dict = baselines, **cfg: object) -> list[str]:
-        ok, lines = tracking.floor_check(p, y, recorded, base, GateConfig(**cfg), 5.0)
+        ok, lines = floor_check(p, y, recorded, base, GateConfig(**cfg), 5.0)
         failed = [r for r in lines if r.endswith("kept as challenger")]
         assert ok == (not failed), lines
         return failed

@@ -55,7 +55,7 @@ from serving.export import (
 from serving.staging import PREFIX, Staging, recover
 from serving.store import AlertStore, NewAlert, Reason, open_store
 from serving.store.models import ExportAudit, StatusChange
-from tests.serving.test_export_world import HOUSEHOLDS, TOWNSHIP_A, TOWNSHIP_B, write_world
+from tests.serving.export_world import HOUSEHOLDS, TOWNSHIP_A, TOWNSHIP_B, write_world
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2026, 6, 30)

@@ -15,7 +15,7 @@ from doudi.errors import UserError
 from doudi.model_artifact import Calibrator, FeatureSpec, ModelArtifact
 from features.registry import BY_NAME, FEATURES
 from serving.explain import Explainer, county_medians, reference_rows
-from tests.serving.test_scoring_fixtures import feature_frame, train_artifact
+from tests.serving.scoring_fixtures import feature_frame, train_artifact
 
 N_FEATURES = len(FEATURES)
 

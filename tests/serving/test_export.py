@@ -16,7 +16,7 @@ from doudi.settings import Settings
 from serving.export import SHEET_COLUMNS, export_township
 from serving.store import AlertStore, NewAlert, Reason, open_store
 from serving.store.models import ExportAudit
-from tests.serving.test_export_world import HOUSEHOLDS, TOWNSHIP_A, TOWNSHIP_B, write_world
+from tests.serving.export_world import HOUSEHOLDS, TOWNSHIP_A, TOWNSHIP_B, write_world
 
 AS_OF = date(2026, 6, 30)
 

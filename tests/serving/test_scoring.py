@@ -28,8 +28,8 @@ from serving.scoring import (
 )
 from serving.store import list_alerts, open_store
 from serving.store.models import ExportAudit
-from tests.serving.test_export_world import D_GRADE_HOUSE, HOUSEHOLDS, write_world
-from tests.serving.test_scoring_fixtures import AS_OF, feature_frame, train_artifact
+from tests.serving.export_world import D_GRADE_HOUSE, HOUSEHOLDS, write_world
+from tests.serving.scoring_fixtures import AS_OF, feature_frame, train_artifact
 
 SEVERITY = {"red": 3, "orange": 2, "yellow": 1, TIER_NONE: 0}
 

@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 
 from serving.store import AlertStore, NewAlert, SkipReason, list_alerts
 from serving.store.models import Alert
-from tests.serving.test_store_fixtures import VILLAGE, alert
+from tests.serving.store_fixtures import VILLAGE, alert
 
-pytest_plugins = ["tests.serving.test_store_fixtures"]
+pytest_plugins = ["tests.serving.store_fixtures"]
 
 
 def _reasons(store: AlertStore, alert_id: int) -> list[tuple[int, str]]:

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from doudi.errors import UserError
 from jobs.cli import app
 from serving.store import AlertStore, FeedbackError, import_feedback, list_alerts
-from tests.serving.test_store_fixtures import alert, store_url_of
+from tests.serving.store_fixtures import alert, store_url_of
 
-pytest_plugins = ["tests.serving.test_store_fixtures"]
+pytest_plugins = ["tests.serving.store_fixtures"]
 
 TODAY = date(2026, 5, 1)
 HEADER = ["预警编号", "姓名", "核实结果", "风险类型", "走访日期", "核实人", "备注"]

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from serving.store import AlertStore, IllegalTransitionError, Status
 from serving.store.lifecycle import NEXT, check_transition
-from tests.serving.test_store_fixtures import FrozenClock, alert
+from tests.serving.store_fixtures import FrozenClock, alert
 
-pytest_plugins = ["tests.serving.test_store_fixtures"]
+pytest_plugins = ["tests.serving.store_fixtures"]
 
 VISIT = date(2026, 4, 20)
 

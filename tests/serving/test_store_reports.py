@@ -16,9 +16,9 @@ from serving.store import (
     verdict_labels,
 )
 from serving.store.models import ExportAudit
-from tests.serving.test_store_fixtures import alert
+from tests.serving.store_fixtures import alert
 
-pytest_plugins = ["tests.serving.test_store_fixtures"]
+pytest_plugins = ["tests.serving.store_fixtures"]
 
 VISITED = date(2026, 4, 1)
 

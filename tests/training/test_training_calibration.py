@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from doudi.model_artifact import Calibrator
 from doudi.registry import Workspace
-from training import calibration, metrics, tracking
+from training import calibration, gate, metrics, report, tracking
 from training.core import TrainConfig, fit_evaluate
 from training.synthetic import feature_columns, make_panel
 
@@ -177,13 +177,12 @@ def _recorded(margin: np.ndarray, y: np.ndarray, prob: np.ndarray) -> dict[str, 
     return out
 
 
-def _gate(recorded: dict[str, float], prob: np.ndarray, y: np.ndarray) -> tracking.GateDecision:
+def _gate(recorded: dict[str, float], prob: np.ndarray, y: np.ndarray) -> gate.GateDecision:
     # Baselines at chance: only the calibration check can refuse (the floor is
     # tests/hostile/test_gate_floor.py's).
     chance = {"roc_auc": 0.5, "pr_auc": float(y.mean())}
-    return tracking.gate(prob, y, pd.Series(np.zeros(len(y))), recorded, None, None, None,
-                         tracking.GateConfig(), 5.0,
-                         baselines={"rules": chance, "logistic": chance})
+    return gate.decide(prob, y, pd.Series(np.zeros(len(y))), recorded, None, None, None,
+                       gate.GateConfig(), 5.0, baselines={"rules": chance, "logistic": chance})
 
 
 def test_gate_refuses_a_rank_destroying_step_calibrator() -> None:
@@ -221,7 +220,7 @@ def test_track_run_keeps_a_step_calibrated_version_challenger(
                                  artifact_location=mlflow_store[1])
     assert outcome.gate is not None and not outcome.gate.promote
     assert outcome.aliases == ["challenger"]
-    card = tracking.model_card(result, "2023-09-30", outcome.gate)
+    card = report.model_card(result, "2023-09-30", outcome.gate, model_name="m")
     assert "## Calibration: before and after (test block)" in card
     assert "kept as challenger" in card and "calibration lowers roc_auc" in card
     run_metrics = tracking._metrics(result)

@@ -136,6 +136,13 @@ def test_bad_inputs_are_named() -> None:
         fit_evaluate(X, y, pd.Series(np.arange(len(X)) % 3), config=TrainConfig(**FAST))
     with pytest.raises(ValueError, match="time has 3 rows"):
         fit_evaluate(X, y, t.iloc[:3], config=TrainConfig(**FAST))
+    words = y.map({0: "no", 1: "yes"})
+    with pytest.raises(ValueError, match=r"0/1 .* found 0 missing and the values 'no', 'yes'"):
+        fit_evaluate(X, words, t, config=TrainConfig(**FAST))
+    with pytest.raises(ValueError, match="found 1 missing"):
+        fit_evaluate(X, y.where(y.index != 5), t, config=TrainConfig(**FAST))
+    with pytest.raises(ValueError, match=r"duplicate column names \['f1'\]"):
+        fit_evaluate(pd.concat([X, X[["f1"]]], axis=1), y, t, config=TrainConfig(**FAST))
 
 
 def test_negative_downsampling_keeps_ranking_and_calibration() -> None:
@@ -193,3 +200,59 @@ def test_early_stopping_fires_when_households_repeat() -> None:
         return int(comparison.loc["lightgbm", "rounds"])
 
     assert rounds(0.0) > 3 * rounds(0.2)
+
+
+def test_search_hands_lightgbm_its_parameter_types() -> None:
+    """A random trial that wins gives integer parameters back as integers (the search table
+    stores them as floats; LightGBM refuses num_leaves=63.0)."""
+    X, y, t = _table()
+    result = fit_evaluate(X, y, t, config=TrainConfig(**FAST, search_trials=3,
+                                                      logistic_baseline=False))
+    assert result.search is not None
+    best = result.search.iloc[int(result.search["pr_auc"].to_numpy().argmax())]
+    assert best["trial"] > 0  # a random trial won: the case that used to crash
+    for name in ("num_leaves", "max_depth", "min_child_samples"):
+        assert result.params[name] == best[name] and isinstance(result.params[name], int)
+    assert result.params["learning_rate"] == best["learning_rate"]
+
+
+def test_cross_sectional_mode_without_time() -> None:
+    """time=None: rows dealt into seeded blocks, households kept whole, no lead time even
+    with household ids (it is a panel measure), no early-stopping holdout."""
+    X, y, _ = _table()
+    household = pd.Series(np.arange(len(X)) // 4)
+    result = fit_evaluate(X, y, None, config=TrainConfig(**FAST, logistic_baseline=False),
+                          household=household)
+    assert result.cross_sectional and result.lead_time is None
+    assert not [k for k in result.test_metrics if k.startswith("lead_")]
+    assert result.test_periods == ["4"] and result.data is not None
+    assert result.data.periods == 5 and result.data.rows == len(X)
+    assert result.data.positives == int(y.sum())
+    tested = set(household[result.test_mask])
+    assert not tested & set(household[~result.test_mask])
+    # roughly a fifth of the rows and of the positives in the test block
+    assert abs(result.test_mask.mean() - 0.2) < 0.01
+    assert abs(y[result.test_mask].sum() / y.sum() - 0.2) < 0.02
+    assert result.test_metrics["roc_auc"] > 0.85
+    # the same rows with fold ids as time (a panel, for the core) report lead time
+    with_time = fit_evaluate(X, y, pd.Series(np.arange(len(X)) % 5),
+                             config=TrainConfig(**FAST, logistic_baseline=False),
+                             household=household)
+    assert with_time.lead_time is not None
+
+
+def test_the_public_api_is_lazy() -> None:
+    """`import training` names the public API and imports nothing heavy until it is used."""
+    import subprocess
+    import sys
+
+    import training
+
+    assert sorted(training.__all__) == training.__all__
+    for name in training.__all__:
+        assert getattr(training, name).__name__ == name
+    code = ("import sys, training; heavy = {'lightgbm', 'pandas', 'mlflow', 'sklearn'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

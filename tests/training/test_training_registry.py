@@ -16,11 +16,10 @@ import pytest
 
 from doudi import registry
 from doudi.errors import UserError
-from doudi.model_artifact import load_artifact
 from training import tracking
 from training.core import FitResult, TrainConfig, fit_evaluate
+from training.gate import GateConfig
 from training.synthetic import feature_columns, make_panel
-from training.tracking import GateConfig
 
 REPO = Path(__file__).resolve().parents[2]
 # The gate's floor compares every version with the logistic baseline and a departments'
@@ -115,7 +114,7 @@ def test_gate_refuses_degraded_and_promotes_good(panel: pd.DataFrame,
     listed = {f.path for f in client.list_artifacts(refused.run_id)}
     assert {"model", "plots", "tables", "model_card.md", "gate.json"} <= listed
     card = Path(client.download_artifacts(refused.run_id, "model_card.md")).read_text()
-    assert card.splitlines()[0].startswith("# doudi-risk model card")
+    assert card.splitlines()[0].startswith(f"# {NAME} model card — as of 2023-")
     assert "| scorer | roc_auc | pr_auc |" in card
 
     # Operators: roll back to the previous champion, then promote by hand.
@@ -152,7 +151,7 @@ def test_versions_are_bound_to_their_workspace(panel: pd.DataFrame,
     assert f"doudi-risk-{WS.fingerprint[:8]}" == NAME and len(WS.fingerprint) == 12
     assert mv.tags["workspace"] == WS.fingerprint and mv.tags["counties"] == "620101,620102"
     assert mv.tags["trained_through"].startswith("2023-09")
-    art = load_artifact(f"models:/{NAME}/{first.version}")
+    art = registry.load_version(NAME, first.version)
     assert art.meta["workspace"] == WS.fingerprint
     assert art.meta["counties"] == ["620101", "620102"]
 
@@ -187,7 +186,8 @@ def test_champion_alias_loads_in_a_fresh_process_without_training(
 import sys, json
 import numpy as np, pandas as pd
 from doudi.model_artifact import load_artifact
-art = load_artifact(sys.argv[3])
+from doudi.registry import download
+art = load_artifact(download(sys.argv[3]))
 rows = pd.read_parquet(sys.argv[1])
 np.save(sys.argv[2], np.vstack([art.predict_proba(rows), art.contributions(rows).sum(axis=1)]))
 print(json.dumps({"training_imported": any(m.split(".")[0] == "training" for m in sys.modules),

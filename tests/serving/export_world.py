@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from doudi.idnumber import id_problem, make_id
+from doudi.idnumber import make_id
 from doudi.settings import Settings
 from ingest import vault
 from tests.features.warehouse_fixture import Warehouse
@@ -55,8 +55,3 @@ def write_world(home: Path,
         pq.write_table(pa.Table.from_pylist(rows, schema=vault.SCHEMAS[name]),
                        folder / "part-test.parquet")
     return settings
-
-
-def test_world_ids_are_valid() -> None:
-    assert all(id_problem(v[3]) is None for v in HOUSEHOLDS.values())
-    assert len({v[1] for v in HOUSEHOLDS.values()}) == len(HOUSEHOLDS)

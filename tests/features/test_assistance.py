@@ -4,7 +4,7 @@ from datetime import date
 from pathlib import Path
 
 from doudi.months import Month
-from serving.assistance import current_assistance
+from features import current_assistance
 from tests.features.warehouse_fixture import Warehouse
 
 

@@ -7,15 +7,14 @@ from pathlib import Path
 import pandas as pd
 
 from doudi.months import Month
-from features.asof import read_feed_as_of
+from features.asof import read_feed_as_of, spell_covers
+from features.codes import TEMPORARY
 
 
 def current_assistance(warehouse: Path, as_of: Month) -> dict[str, list[str]]:
-    """household_key -> programme codes of the assistance spells covering month end `as_of`.
-
-    A spell covers T when `start_date <= T` and `end_date` is empty or `>= T`, on the
-    latest version of each spell reported by T (a closing row ends it). One-off
-    `temporary` payments count in the month they were paid.
+    """household_key -> programme codes of the assistance spells covering month end `as_of`
+    (`features.asof.spell_covers`), on the latest version of each spell reported by T (a
+    closing row ends it). One-off `temporary` payments count in the month they were paid.
     """
     t = as_of.end
     spells = read_feed_as_of(
@@ -25,11 +24,10 @@ def current_assistance(warehouse: Path, as_of: Month) -> dict[str, list[str]]:
     if spells.empty:
         return {}
     start = pd.to_datetime(spells["start_date"])
-    end = pd.to_datetime(spells["end_date"])
     t_stamp = pd.Timestamp(t)
     month_start = t_stamp.replace(day=1)
-    temporary = spells["program"] == "temporary"
-    covering = (start <= t_stamp) & (end.isna() | (end >= t_stamp))
+    temporary = spells["program"] == TEMPORARY
+    covering = spell_covers(start, pd.to_datetime(spells["end_date"]), t)
     paid_this_month = temporary & (start >= month_start) & (start <= t_stamp)
     live = spells[(covering & ~temporary) | paid_this_month]
     grouped = live.groupby("household_key")["program"].agg(lambda p: sorted(set(p)))

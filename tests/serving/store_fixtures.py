@@ -25,9 +25,9 @@ import pytest
 from sqlalchemy import Engine
 
 from serving.store import AlertStore, NewAlert, Reason
+from serving.store.database import make_engine
 from serving.store.models import Base
 from serving.store.schema import upgrade
-from serving.store.store import make_engine
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_ROOT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432"

@@ -90,9 +90,3 @@ def train_artifact(
         meta={"as_of": "2026-05-31", "model_version": "doudi-risk/7"},
         type_boosters=types,
     )
-
-
-def test_fixture_frame_has_every_registry_feature() -> None:
-    frame = feature_frame(20)
-    assert list(frame.columns[4:]) == [s.name for s in FEATURES]
-    assert labels(feature_frame(400)).mean() > 0.02
