@@ -44,7 +44,7 @@ def run(url: str, folder: Path) -> tuple[float, float, float]:
         readd = time.perf_counter() - t
         store.dispatch(ids, actor="bench")
         path = folder / "v.csv"
-        lines = ["预警编号,核实结果,风险类型,走访日期,核实人"]
+        lines = ["预警编号,核实结果,确认风险类型,走访日期,核实人"]
         lines += [f"{i},属实,因病,2026-04-02,GS01" for i in ids]
         path.write_text("\n".join(lines), encoding="utf-8")
         t = time.perf_counter()

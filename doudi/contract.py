@@ -126,6 +126,13 @@ def _person() -> Column:
 
 HOUSEHOLD_ID_PATTERN = r"[0-9A-Za-z_-]{1,32}"
 DIVISION_CODE_PATTERN = r"[0-9]{6}|[0-9]{9}|[0-9]{12}"
+# A 12-digit village code's first 6 digits are its county's code, its first 9 its township's.
+TOWNSHIP_DIGITS = 9
+
+
+def township_of(village_code: str) -> str:
+    """The township of a village (or of a township: its own code): the first 9 digits."""
+    return village_code[:TOWNSHIP_DIGITS]
 
 
 def _household() -> Column:

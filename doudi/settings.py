@@ -56,6 +56,25 @@ DEFAULT_FEED_CADENCE: dict[str, str] = {
 }
 
 
+# The caseworker sheet's suggested first step per hardship type (`doudi.contract.RISK_TYPES`
+# codes), following the layered, classified assistance: basic living -> 低保/特困, illness ->
+# 医疗救助 and 大病保险, schooling -> 教育资助, housing -> 危房改造, work -> 就业帮扶/公益岗位,
+# sudden hardship -> 临时救助. A province replaces any entry with its own wording.
+DEFAULT_FIRST_STEPS: dict[str, str] = {
+    "illness": "协助申请医疗救助，落实大病保险报销",
+    "disability": "核实残疾人两项补贴，协助申请",
+    "education": "协助申请教育资助",
+    "disaster": "协助申请临时救助（受灾人员救助）",
+    "accident": "协助申请临时救助",
+    "unstable_employment": "就业帮扶，或安排公益岗位",
+    "industry_failure": "产业帮扶，协助申请临时救助",
+    "labor_shortage": "核实基本生活，协助申请低保/特困供养",
+    "housing": "申请农村危房改造",
+    "drinking_water": "落实农村供水保障",
+    "other": "核实基本生活，协助申请低保/特困供养",
+}
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     """Values from the file named by DOUDI_CONFIG (a `[doudi]` table or top level)."""
 
@@ -116,6 +135,19 @@ class Settings(BaseSettings):
         5.0, gt=0, le=100, description="Caseworker capacity: share of households visited (top k%)."
     )
     tiers: TierSettings = Field(default_factory=TierSettings)
+    # Visits per township (serving/capacity.py, docs/alerts-and-explanations.md "Capacity
+    # per township"): model alerts are allocated within each township's capacity.
+    township_capacity_file: Path | None = Field(
+        None,
+        description="CSV `township_code,capacity` (UTF-8 or GBK): model alerts (visits) per "
+        "month per township. Townships not listed keep the default: their share of "
+        "capacity_pct, proportional to their in-scope households.",
+    )
+    township_capacity: dict[str, int] = Field(
+        default_factory=dict,
+        description="Visits per township as a mapping {township_code: capacity}; wins over "
+        "township_capacity_file for the townships it names.",
+    )
     rule_capacity_pct: float = Field(
         2.0,
         ge=0,
@@ -169,6 +201,15 @@ class Settings(BaseSettings):
         default_factory=lambda: os.environ.get("USER", "operator"),
         description="Who runs exports (recorded in the audit log).",
     )
+    response_days: int = Field(
+        15, ge=1, le=366, description="Days a township has to return its caseworker sheet: "
+        "the sheet's 反馈截止日期 (respond-by date) is the export date plus this.",
+    )
+    first_steps: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_FIRST_STEPS),
+        description="The caseworker sheet's suggested first step (建议措施) per hardship type "
+        "(risk type code -> Chinese text); types not given keep their default.",
+    )
     # The gate's floor (training/gate.py, docs/training.md "The gate"): no version
     # becomes champion, first or not, unless its out-of-time test block shows it beats the
     # departments' rules and the logistic baseline by these margins and is calibrated.
@@ -216,6 +257,15 @@ class Settings(BaseSettings):
         if wrong:
             raise ValueError(f"feed_cadence: {', '.join(wrong)}: use monthly or sparse")
         return {**DEFAULT_FEED_CADENCE, **v}
+
+    @field_validator("first_steps")
+    @classmethod
+    def _first_steps(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(DEFAULT_FIRST_STEPS))
+        if unknown:
+            raise ValueError(f"first_steps: unknown risk type(s) {', '.join(unknown)} "
+                             f"(use {', '.join(DEFAULT_FIRST_STEPS)})")
+        return {**DEFAULT_FIRST_STEPS, **{k: t.strip() for k, t in v.items()}}
 
     @field_validator("home", "mlruns_dir")
     @classmethod

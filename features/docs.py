@@ -106,14 +106,16 @@ def _features() -> list[str]:
             "when the model has no per-type models.",
             "",
             "| name | 中文 | feed | window | aggregation | unit | dtype | missing | group "
-            "| description | explanation template |",
+            "| description | explanation template (a documented absence) |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s in specs:
             window = f"{s.window_months}m" if s.window_months else "latest"
             lines.append("| " + " | ".join(_cell(v) for v in (
                 f"`{s.name}`", s.label_zh, s.feed, window, s.aggregation, s.unit, s.dtype,
-                s.missing, s.group, s.description, f"`{s.template_zh}`")) + " |")
+                s.missing, s.group, s.description,
+                f"`{s.template_zh}`" + (f" (NaN: `{s.absent_zh}`)" if s.absent_zh else "")))
+                + " |")
         lines.append("")
     return lines
 

@@ -3,7 +3,9 @@
 Each definition says where a feature comes from (feed, window, aggregation), what it
 means (Chinese label, English description, unit, hardship type), how an
 explanation sentence quotes the household's own value (`template_zh`), which
-reason `group` it belongs to, and what "no data" means (`missing`):
+reason `group` it belongs to, what "no data" means (`missing`) and, where the
+description documents absence as a signal, what a missing value tells the caseworker
+(`absent_zh`; elsewhere a missing value is never a reason):
 
 - `zero`: the feed was delivered and nothing happened -> 0; NaN (and
   `<feed>_feed_missing` = 1) when the feed is absent for the county.
@@ -79,6 +81,9 @@ class FeatureDefinition:
     template_zh: str
     group: str
     missing: Missing
+    # What a missing value (NaN, the feed delivered) says, where the description documents
+    # absence as a signal (e.g. "never assessed"); "" = a missing value is not a reason.
+    absent_zh: str = ""
 
     def explain(self, value: float) -> str:
         """The Chinese explanation sentence for this household's value."""
@@ -288,8 +293,9 @@ REGISTRY_VERSION: str = _version()
 
 def _check() -> None:
     """Fail at import on a malformed registry: duplicate names, a value outside its field's
-    choices (feed, hardship, dtype, missing, window), a hardship standing for no contract
-    risk type, a programme the contract gives no Chinese name."""
+    choices (feed, hardship, dtype, missing, window), an absence text where NaN is not a
+    documented signal, a hardship standing for no contract risk type, a programme the
+    contract gives no Chinese name."""
     if len(BY_NAME) != len(FEATURES):
         raise ValueError("duplicate feature names in the registry")
     for s in FEATURES:
@@ -301,6 +307,9 @@ def _check() -> None:
         if s.window_months is not None and not (isinstance(s.window_months, int)
                                                 and s.window_months > 0):
             raise ValueError(f"{s.name}: window_months must be a number of months")
+        if s.absent_zh and s.missing != "nan":
+            raise ValueError(f"{s.name}: absent_zh needs missing = \"nan\" (NaN otherwise "
+                             "means only that the feed is absent)")
     for hardship, risk_type in HARDSHIP_RISK_TYPE.items():
         if risk_type is not None and risk_type not in RISK_TYPES:
             raise ValueError(f"hardship {hardship}: {risk_type!r} is not a contract risk type")

@@ -3,7 +3,8 @@
 Each `Rule` is a policy trigger a department already applies by hand: a code, the
 Chinese sentence a caseworker sees, the hardship type (`doudi.contract.RISK_TYPES`)
 it speaks to and the registry features it reads. Thresholds are named constants
-(or `settings.monitoring_line`). A rule fires only on data it can see: a missing
+(the income rules: the registry's ratios to the monitoring line of the check's own
+year, `settings.monitoring_line`). A rule fires only on data it can see: a missing
 value (NaN) never fires a rule.
 
 Used twice: training compares the model with `rule_score` (the policy baseline
@@ -62,13 +63,6 @@ def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
     return frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _monitoring_lines(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
-    """The monitoring line of each row's as-of year (yuan per person per year)."""
-    years = pd.to_datetime(frame["as_of"]).dt.year.to_numpy()
-    lines = {int(y): settings.monitoring_line(int(y)) for y in np.unique(years)}
-    return np.array([lines[int(y)] for y in years], dtype=np.float64)
-
-
 def _inpatient_oop(frame: pd.DataFrame, _settings: Settings) -> np.ndarray:
     oop = _col(frame, OOP_FEATURE)
     stayed = _col(frame, "medical_inpatient_days_12m") > 0
@@ -77,11 +71,10 @@ def _inpatient_oop(frame: pd.DataFrame, _settings: Settings) -> np.ndarray:
     return stayed & (oop >= line)
 
 
-def _income_below_line(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
-    if "as_of" in frame.columns:
-        return _col(frame, "income_per_capita") < _monitoring_lines(frame, settings)
-    # Without the as-of month (training's bare X), the registry's ratio to the line of
-    # the check's own year says the same thing.
+def _income_below_line(frame: pd.DataFrame, _settings: Settings) -> np.ndarray:
+    # The income of a check is measured against the line of the check's own year (the
+    # registry's ratio, settings.monitoring_line of its period_end), never the as-of year's:
+    # a 2022 income against the 2025 line would fire where the reason says "104%".
     return _col(frame, "income_to_monitoring_line") < BELOW_LINE_RATIO
 
 
@@ -136,9 +129,9 @@ RULES: tuple[Rule, ...] = (
          f"{INPATIENT_OOP_OTHER_YUAN:,.0f} 元）",
          "illness", (OOP_FEATURE, "medical_inpatient_days_12m", "former_poor"), 3.0,
          _inpatient_oop),
-    Rule("R_INCOME_BELOW_LINE", "人均纯收入低于当年防止返贫监测范围", "other",
-         ("income_per_capita", "income_to_monitoring_line"), 3.0, _income_below_line),
-    Rule("R_RIGID_BELOW_LINE", "扣除刚性支出后人均收入低于监测范围", "other",
+    Rule("R_INCOME_BELOW_LINE", "最近核查人均纯收入低于核查年度防止返贫监测范围", "other",
+         ("income_to_monitoring_line",), 3.0, _income_below_line),
+    Rule("R_RIGID_BELOW_LINE", "扣除刚性支出后人均收入低于核查年度监测范围", "other",
          ("income_after_rigid_to_monitoring_line", "income_to_monitoring_line"), 2.0,
          _income_after_rigid_below_line),
     Rule("R_HOUSE_D", "住房安全鉴定为D级危房", "housing", ("housing_safety_level",), 3.0,
@@ -216,8 +209,7 @@ def rule_score(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
 def baseline_rule_scores(settings: Settings) -> dict[str, Callable[[pd.DataFrame], np.ndarray]]:
     """Rule baselines for `training.core.fit_evaluate(rule_scores=...)` (callables on X).
 
-    X there holds the features only (no `as_of`): the below-line rule then reads the
-    registry's ratio to the line of the income check's year.
+    X there holds the features only (no `as_of`), which every rule can do without.
     """
     def score_all(X: pd.DataFrame) -> np.ndarray:
         return rule_score(X, settings)

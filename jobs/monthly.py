@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
     from doudi.months import Month
     from doudi.settings import Settings
+    from serving.capacity import CapacityReport
+
+
+CAPACITY_REPORT = "capacity_by_township.csv"  # in reports/monthly-<YYYY-MM>/
 
 
 @dataclass
@@ -37,6 +41,8 @@ class MonthlySummary:
     top: pd.DataFrame | None = None
     ingest_feeds: list[str] = field(default_factory=list)  # ingest's per-feed table lines
     silent_feeds: list[str] = field(default_factory=list)  # nothing new for the as-of month
+    # Visits per township against the province-wide top k (capacity_by_township.csv)
+    capacity: CapacityReport | None = None
 
 
 def champion_as_of(settings: Settings) -> Month | None:
@@ -134,6 +140,9 @@ def run_monthly(
     report_dir.mkdir(parents=True, exist_ok=True)
     duplicates.to_csv(report_dir / "possible_duplicate_assistance.csv", index=False)
     missed.to_csv(report_dir / "possible_omissions.csv", index=False)
+    if run.capacity is not None:
+        run.capacity.by_township.to_csv(report_dir / CAPACITY_REPORT, index=False)
+        summary.capacity = run.capacity
     summary.possible_duplicates = len(duplicates)
     summary.possible_omissions = len(missed)
     summary.report_dir = str(report_dir)

@@ -45,10 +45,11 @@ class ReasonOut(_Out):
     group: str = Field(description="Feature group (registry `group`).")
     text_zh: str = Field(description="The reason as caseworkers read it.")
     contribution_pp: float | None = Field(
-        description="Size in probability points: the household's risk above the model's "
-        "average household, shared among groups in proportion to their log-odds "
-        "contributions (sums over all groups to risk - base risk). None when the risk is "
-        "not above the base risk; the text then states log-odds."
+        description="Size in probability points: the risk the household's risk-raising "
+        "groups add (risk minus the calibrated risk at the margin without them), shared "
+        "among those groups in proportion to their log-odds contributions (they sum to "
+        "that lift, never above the risk). Always set for reasons computed now; None only "
+        "for a reason stored on another scale."
     )
     margin_logodds: float = Field(description="The group's TreeSHAP contribution (log-odds).")
 

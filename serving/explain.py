@@ -6,16 +6,23 @@
 2. Features are grouped by the registry's `group` (windows of one signal, member
    counts, one-hot levels...): a group's contribution is the plain sum of its
    members' contributions, so the groups plus the bias still sum to the margin.
-3. At most `max_reasons` groups that push the risk UP are kept, strongest first.
+3. At most `max_reasons` groups that push the risk UP are kept, strongest first. A
+   group is a reason only if it has something known to say: a missing value (NaN) is
+   never a reason by itself; it is quoted only where the registry documents what its
+   absence means (`FeatureDefinition.absent_zh`, e.g. "住房从未做过安全鉴定", and the
+   feed was delivered), and the `<feed>_feed_missing` indicators are never reasons.
+   A group with nothing to say is passed over for the next one.
 4. Each reason is a Chinese sentence built from the registry's `template_zh` with
    the household's own values (the one or two members of the group that push
    hardest), a comparison with the county median at T for numeric values, and
-   the group's size in probability points: the household's risk above that of the
-   model's average household (the bias), shared among the groups in proportion to
-   their log-odds contributions. These points add up: over all groups they sum to
-   risk - base risk. (Leave-one-group-out differences do not add up and, through a
-   step-shaped isotonic calibrator, gave tied sizes for 90% of the alerts: measured.)
-   Where the risk is not above the base risk, sizes are stated in log-odds.
+   the group's size in probability points (`points_per_logodds`): the risk that the
+   household's risk-raising groups together add (its calibrated risk minus the
+   calibrated risk at its margin without them) shared among those groups in
+   proportion to their log-odds contributions. Defined for every household (alerted or
+   not), the sizes of all risk-raising groups add up to that lift, so the reasons
+   shown never add up to more than the risk itself. (Leave-one-group-out differences do
+   not add up and, through a step-shaped isotonic calibrator, gave tied sizes for 90% of
+   the alerts: measured.) Log-odds stay in `ExplainedReason.margin`, never in the text.
 
 Texts come only from the registry; serving adds generic connecting words.
 """
@@ -33,12 +40,9 @@ import pandas as pd
 
 from doudi.errors import UserError
 from doudi.model_artifact import ModelArtifact
-from features.registry import BY_NAME, FeatureDefinition
+from features.registry import BY_NAME, FEED_MISSING, OPTIONAL_FEEDS, FeatureDefinition
 
 PROBABILITY_POINTS = "probability points"
-LOG_ODDS = "log-odds"
-# Below this many points of risk above the base, a row's sizes are stated in log-odds.
-MIN_POINTS_ABOVE_BASE = 0.05
 # Groups whose value is the same for every household of an area: no county comparison.
 _NO_COMPARISON_DTYPES = ("bool",)
 _UNIT_TEXT = re.compile(r"^\s*([\u4e00-\u9fff]+)")
@@ -54,7 +58,7 @@ class ExplainedReason:
     rank: int
     group_key: str
     text_zh: str
-    contribution: float  # size on `scale`: probability points of risk, or log-odds
+    contribution: float  # size in probability points of calibrated risk (`scale`)
     margin: float  # log-odds (raw margin) contribution of the group
     scale: str = PROBABILITY_POINTS
 
@@ -100,6 +104,22 @@ class Explainer:
         self._formats = [_value_format(s.template_zh) for s in self.specs]
         self._categorical = [
             f.levels if f.kind == "categorical" else () for f in artifact.features]
+        self._absence_flag = [self._absence_flag_of(s, names) for s in self.specs]
+        self._risk_types = [None if self.specs[m[0]].is_absence_indicator
+                            else self.specs[m[0]].risk_type for m in self._members]
+
+    @staticmethod
+    def _absence_flag_of(spec: FeatureDefinition, names: Sequence[str]) -> int | None:
+        """Column of the indicator saying `spec`'s feed is absent for the county: -1 for a
+        required feed (always delivered), None when the model lacks it (absence unknown)."""
+        if spec.feed not in OPTIONAL_FEEDS:
+            return -1
+        flag = FEED_MISSING.name(spec.feed)
+        return names.index(flag) if flag in names else None
+
+    def group_risk_type(self, group: str) -> str | None:
+        """The contract risk type a reason of `group` speaks to (None: context, absence)."""
+        return self._risk_types[self.groups.index(group)]
 
     # -- numbers ---------------------------------------------------------------
     def contributions(self, X: np.ndarray | pd.DataFrame, num_threads: int = 1) -> np.ndarray:
@@ -141,64 +161,77 @@ class Explainer:
             return []
         grouped = self.group_contributions(contrib)
         k = min(self.max_reasons, grouped.shape[1])
-        # Strongest risk-raising groups first; ties broken by group order (stable).
-        top = np.argsort(-grouped, axis=1, kind="stable")[:, :k]
-        top_margin = np.take_along_axis(grouped, top, axis=1)
-        points_per_logodds = self.points_per_logodds(contrib)
-        in_points = np.isfinite(points_per_logodds)
-        points = top_margin * np.where(in_points, points_per_logodds, 0.0)[:, None]
+        # Strongest risk-raising groups first; ties broken by group order (stable). A few
+        # more candidates than reasons: groups with nothing known to say are passed over.
+        order = np.argsort(-grouped, axis=1, kind="stable")
+        candidates = min(grouped.shape[1], 2 * k + 4)
+        points = grouped * self.points_per_logodds(contrib)[:, None]
         # Per-row work below is plain Python on lists: numpy calls on 2-20 element
         # slices cost more than they save (this loop runs for every alert).
-        top_l, top_margin_l, points_l = top.tolist(), top_margin.tolist(), points.tolist()
-        in_points_l = in_points.tolist()
+        top_l = order[:, :candidates].tolist()
         out: list[list[ExplainedReason]] = []
         for i in range(n):
             row: list[ExplainedReason] = []
-            if top_margin_l[i][0] < MIN_REASON_MARGIN:
+            if grouped[i, top_l[i][0]] < MIN_REASON_MARGIN:
                 out.append(row)
                 continue
             vals, cons = values[i].tolist(), contrib[i].tolist()
             ref = None if reference is None else reference[i].tolist()
-            scale = PROBABILITY_POINTS if in_points_l[i] else LOG_ODDS
-            for j in range(k):
-                m = top_margin_l[i][j]
-                if m < MIN_REASON_MARGIN:
+            ranked = top_l[i] if candidates == grouped.shape[1] else (
+                top_l[i] + order[i, candidates:].tolist())
+            for g in ranked:
+                m = float(grouped[i, g])
+                if m < MIN_REASON_MARGIN or len(row) == k:
                     break
-                g = top_l[i][j]
-                size = points_l[i][j] if scale == PROBABILITY_POINTS else m
-                text = self._sentence(g, vals, cons, ref) + _scale_text(size, scale)
-                row.append(ExplainedReason(len(row) + 1, self.groups[g], text, size, m, scale))
+                sentence = self._sentence(g, vals, cons, ref)
+                if sentence is None:
+                    continue
+                size = float(points[i, g])
+                row.append(ExplainedReason(len(row) + 1, self.groups[g],
+                                           sentence + _size_text(size), size, m))
             out.append(row)
         return out
 
     def points_per_logodds(self, contrib: np.ndarray) -> np.ndarray:
-        """Per row: probability points of risk per unit of log-odds contribution.
+        """Per row: probability points of risk per unit of risk-raising log-odds.
 
-        100 x (risk - base risk) / (margin - bias), where the bias is the model's average
-        margin; NaN where the risk is not at least MIN_POINTS_ABOVE_BASE points above
-        the base risk (sizes are then stated in log-odds).
+        With P the sum of the risk-raising groups' contributions, 100 x (calibrated risk
+        at the margin - calibrated risk at margin - P) / P: a group's share of the risk its
+        household's risk-raising groups add. 0 where no group raises the risk.
         """
         contrib = np.asarray(contrib)
         margin = contrib.sum(axis=1)
-        bias = contrib[:, -1]
+        raising = np.clip(self.group_contributions(contrib), 0.0, None).sum(axis=1)
         calibrate = self.artifact.calibrator.apply
-        above_points = (calibrate(margin) - calibrate(bias)) * 100.0
-        above_logodds = margin - bias
-        ok = (above_points >= MIN_POINTS_ABOVE_BASE) & (above_logodds > 0)
+        lifted = (calibrate(margin) - calibrate(margin - raising)) * 100.0
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(ok, above_points / above_logodds, np.nan)
+            return np.where(raising > 0, lifted / raising, 0.0)
 
     def _sentence(self, g: int, values: list[float], contrib: list[float],
-                  reference: list[float] | None) -> str:
+                  reference: list[float] | None) -> str | None:
+        """The group's sentence, or None when it has nothing known to say."""
         members = self._members[g]
         pushing = sorted(members, key=lambda j: -contrib[j]) if len(members) > 1 else members
         pushing = [j for j in pushing if contrib[j] > 0] or pushing[:1]
-        # Lead with members whose value is present (a 0 flag or NaN rarely reads well).
-        present = [j for j in pushing if self._present(values[j])]
-        chosen = (present or pushing)[:2]
+        known = [j for j in pushing if self._says_something(j, values)]
+        # Lead with recorded, non-zero values (a 0 flag or an absence rarely reads well).
+        known.sort(key=lambda j: 0 if self._present(values[j]) else
+                   (1 if not math.isnan(values[j]) else 2))
         parts = [self._member_text(j, values[j], None if reference is None else reference[j])
-                 for j in chosen]
-        return "，".join(parts)
+                 for j in known[:2]]
+        return "，".join(dict.fromkeys(parts)) or None
+
+    def _says_something(self, j: int, values: list[float]) -> bool:
+        """A member worth quoting: a recorded value, or an absence its registry entry
+        documents (and only when its feed was delivered); never a feed-absence flag."""
+        spec = self.specs[j]
+        if spec.is_absence_indicator:
+            return False
+        if not math.isnan(values[j]):
+            return True
+        flag = self._absence_flag[j]
+        delivered = flag is not None and (flag < 0 or values[flag] == 0)
+        return bool(spec.absent_zh) and delivered
 
     @staticmethod
     def _present(value: float) -> bool:
@@ -208,7 +241,7 @@ class Explainer:
     def _member_text(self, j: int, value: float, reference: float | None) -> str:
         spec = self.specs[j]
         if math.isnan(value):
-            return f"{spec.label_zh}：无记录"
+            return spec.absent_zh  # only for documented absences (`_says_something`)
         if self._categorical[j]:
             levels = self._categorical[j]
             return f"{spec.label_zh}：{levels[int(value)] if 0 <= value < len(levels) else '其他'}"
@@ -222,13 +255,11 @@ class Explainer:
         return text
 
 
-def _scale_text(size: float, scale: str) -> str:
-    """The size of a reason, labelled with its scale (one scale per household)."""
-    if scale == LOG_ODDS:
-        return f"〔对数几率 {size:+.2f}〕"
-    if size < 0.05:
+def _size_text(points: float) -> str:
+    """A reason's size, always in probability points of calibrated risk."""
+    if points < 0.05:
         return "〔风险 +<0.1 个百分点〕"
-    return f"〔风险 {size:+.1f} 个百分点〕"
+    return f"〔风险 {points:+.1f} 个百分点〕"
 
 
 def county_medians(

@@ -1,10 +1,13 @@
 """Audited exports: the only place (with `doudi score --out`) that re-identifies households.
 
-- `export_township`: the caseworker sheet of one township's new alerts, as an Excel
-  workbook readable on a phone (few columns, wrapped Chinese text, frozen header) and
-  a GBK CSV. Household numbers come from the vault, the head's ID number only masked.
-  The exported alerts are dispatched and one export-audit row is written (who =
-  settings.operator, when, township, how many households, the file paths).
+- `export_township`: the caseworker sheet of one township's new alerts
+  (docs/caseworker-sheet.md): an Excel workbook, one worksheet per village, that is a
+  work order (who, where, why, what to do first, by when) and a return form (verdict
+  columns with drop-downs), and the same rows as a GBK CSV. Household numbers, the
+  heads' names and phones come from the vault (audited), the head's ID number only
+  masked, village names from the `divisions` feed. The exported alerts are dispatched
+  and one export-audit row is written (who = settings.operator, when, township, how
+  many households, the file paths).
 - `write_operator_export`: every in-scope household's score for the operator, keyed by
   the original household number (CSV or Parquet by extension), audited per township.
 - `export_new_alerts`: `doudi monthly`'s loop: every township with new alerts.
@@ -29,33 +32,24 @@ from typing import Any
 
 import pandas as pd
 
-from doudi.contract import RISK_TYPES
+from doudi.contract import TOWNSHIP_DIGITS, township_of
 from doudi.errors import UserError
-from doudi.idnumber import mask_id
 from doudi.months import Month
-from doudi.safe_text import csv_text, encode_gbk, xlsx_cell
+from doudi.safe_text import csv_text, encode_gbk
 from doudi.settings import Settings
-from ingest.vault import Identity, reidentify
+from features.divisions import division_names
+from ingest.vault import Identity, contact_details, reidentify
+from serving.sheet import ALERT_ID, SHEET_COLUMNS, respond_by
 from serving.staging import Recovered, Staging, recover
-from serving.store import AlertStore, alerts_for_export, reason_columns_in
+from serving.store import AlertStore, alerts_for_export
+from serving.work_order import Contacts, WorkOrder, work_order
+from serving.workbook import RenderError, write_workbook
 
-TIER_ZH = {"red": "红色", "orange": "橙色", "yellow": "黄色", "none": ""}
-# Caseworker sheet: header -> column width (characters); reasons get the room.
-SHEET_COLUMNS: dict[str, int] = {
-    "户编号": 20,
-    "村代码": 14,
-    "分层": 6,
-    "风险类型": 14,
-    "预警原因": 60,
-    "帮扶部门": 14,
-    "户主身份证号": 20,
-    "预警编号": 10,
-}
-# Identifier columns: a spreadsheet must keep them verbatim (no 6.2E+15, no dates).
-SHEET_VERBATIM = frozenset({"户编号", "村代码", "户主身份证号"})
-# Cells doudi composes of lines (numbered reasons): their line breaks stay in the workbook.
-SHEET_MULTILINE = frozenset({"预警原因"})
-ALERT_ID_COLUMN = "预警编号"
+# CSV fields a spreadsheet must keep verbatim (household number, ID, phone, alert id,
+# month and date): written with a leading tab (`doudi.safe_text.csv_text`).
+SHEET_VERBATIM = frozenset(c.header for c in SHEET_COLUMNS if c.verbatim)
+# Cells doudi composes of lines: one per line in the workbook, `；`-joined in the CSV.
+SHEET_MULTILINE = frozenset(c.header for c in SHEET_COLUMNS if c.multiline)
 OPERATOR_COLUMNS = ["household_id", "as_of", "risk", "tier", "risk_types", "departments",
                     "reasons", "rule_triggers", "model_version"]
 
@@ -108,82 +102,17 @@ def head_person_keys(settings: Settings, township_code: str, as_of: date,
                     strict=True))
 
 
-def township_sheet(alerts: pd.DataFrame, households: dict[str, Identity],
-                   heads: dict[str, str], people: dict[str, Identity]) -> pd.DataFrame:
-    """The caseworker sheet (Chinese headers) from `alerts_for_export` rows."""
-    ranked = reason_columns_in(alerts)  # every reason stored (settings.max_reasons)
-
-    def reasons(row: pd.Series) -> str:
-        texts = [row[c] for c in ranked if isinstance(row.get(c), str) and row[c]]
-        return "\n".join(f"{i}. {t}" for i, t in enumerate(texts, 1))
-
-    def masked_head(key: str) -> str:
-        person = heads.get(key)
-        identity = people.get(person) if person else None
-        return mask_id(identity.identifier) if identity else ""
-
-    keys = alerts["household_key"].astype(str).tolist()
-    return pd.DataFrame({
-        "户编号": [households[k].identifier for k in keys],
-        "村代码": alerts["village_code"].astype(str).tolist(),
-        "分层": [TIER_ZH.get(t, t) for t in alerts["tier"]],
-        "风险类型": ["、".join(RISK_TYPES[t] for t in str(v).split(";") if t)
-                 for v in alerts["risk_types"]],
-        "预警原因": [reasons(row) for _, row in alerts.iterrows()],
-        "帮扶部门": alerts["departments_zh"].fillna("").astype(str).tolist(),
-        "户主身份证号": [masked_head(k) for k in keys],
-        "预警编号": alerts["alert_id"].astype(int).tolist(),
-    }, columns=list(SHEET_COLUMNS))
-
-
-def _row_error(label: str, exc: Exception) -> ExportError:
+def _row_error(label: str, exc: Exception | str) -> ExportError:
     # The exception's own text may quote the value (openpyxl does): name the row only.
-    return ExportError(f"{label}: its row could not be written ({type(exc).__name__}); "
+    kind = exc if isinstance(exc, str) else type(exc).__name__
+    return ExportError(f"{label}: its row could not be written ({kind}); "
                        "nothing of this export was kept")
 
 
 def _row_labels(sheet: pd.DataFrame) -> list[str]:
-    if ALERT_ID_COLUMN in sheet.columns:
-        return [f"alert {v}" for v in sheet[ALERT_ID_COLUMN]]
+    if ALERT_ID.header in sheet.columns:
+        return [f"alert {v}" for v in sheet[ALERT_ID.header]]
     return [f"row {i}" for i in range(2, len(sheet) + 2)]
-
-
-def write_workbook(sheet: pd.DataFrame, path: Path, title: str,
-                   widths: dict[str, int] | None = None,
-                   multiline: Iterable[str] = SHEET_MULTILINE) -> None:
-    """A phone-readable workbook: wrapped text, frozen header row, set column widths.
-
-    Every text cell is a typed string cell (`doudi.safe_text.xlsx_cell`): never a formula.
-    """
-    from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Font
-    from openpyxl.utils import get_column_letter
-
-    book = Workbook()
-    ws = book.active
-    ws.title = title[:31]
-    wrap = Alignment(wrap_text=True, vertical="top")
-    header, body = Font(size=12, bold=True), Font(size=12)
-    for c, name in enumerate(sheet.columns, 1):
-        cell = ws.cell(1, c)
-        xlsx_cell(cell, name)
-        cell.alignment, cell.font = wrap, header
-    lines = [name in set(multiline) for name in sheet.columns]
-    for r, (label, row) in enumerate(zip(_row_labels(sheet), sheet.itertuples(index=False),
-                                         strict=True), 2):
-        try:
-            for c, (value, many) in enumerate(zip(row, lines, strict=True), 1):
-                cell = ws.cell(r, c)
-                xlsx_cell(cell, value, multiline=many)
-                cell.alignment, cell.font = wrap, body
-        except Exception as exc:
-            raise _row_error(label, exc) from None
-    for i, width in enumerate((widths or SHEET_COLUMNS).values(), 1):
-        ws.column_dimensions[get_column_letter(i)].width = width
-    ws.freeze_panes = "A2"
-    ws.page_setup.fitToWidth = 1
-    with path.open("wb") as fh:  # the staged file exists already, 0600
-        book.save(fh)
 
 
 def write_csv(sheet: pd.DataFrame, path: Path, *, encoding: str = "gbk",
@@ -230,8 +159,9 @@ def known_townships(settings: Settings) -> list[str]:
         return []
     paths = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
     with duckdb.connect() as con:
-        rows = con.sql(f"SELECT DISTINCT substr(village_code, 1, 9) FROM read_parquet({paths}, "
-                       "hive_partitioning=false, union_by_name=true) ORDER BY 1").fetchall()
+        rows = con.sql(f"SELECT DISTINCT substr(village_code, 1, {TOWNSHIP_DIGITS}) "
+                       f"FROM read_parquet({paths}, hive_partitioning=false, "
+                       "union_by_name=true) ORDER BY 1").fetchall()
     return [str(r[0]) for r in rows if r[0]]
 
 
@@ -267,7 +197,7 @@ def export_township(store: AlertStore, township_code: str, settings: Settings,
     if not (len(township_code) == 9 and township_code.isdigit()):
         raise UserError(f"a township code has 9 digits, not {township_code!r}")
     recover_exports(store, out_dir)
-    alerts, sheet, month = _township_rows(store, township_code, settings, as_of)
+    alerts, order, month = _township_rows(store, township_code, settings, as_of)
     keys = alerts["household_key"].astype(str).tolist()
     alert_ids = alerts["alert_id"].astype(int).tolist()
 
@@ -276,9 +206,12 @@ def export_township(store: AlertStore, township_code: str, settings: Settings,
         # The token's head keeps two exports of one second apart (and names the audit's files).
         stem = f"alerts_{township_code}_{month}_{stamp}_{stage.token[:6]}"
         workbook, csv_path = stage.final(f"{stem}.xlsx"), stage.final(f"{stem}.csv")
-        write_workbook(sheet, stage.file(workbook.name), f"{township_code} 预警")
-        flat = sheet.assign(预警原因=[str(t).replace("\n", "；") for t in sheet["预警原因"]])
-        escaped = write_csv(flat, stage.file(csv_path.name))
+        pages = [(order.village_names[code], rows) for code, rows in order.villages()]
+        try:
+            write_workbook(pages, stage.file(workbook.name), order.title, month.end)
+        except RenderError as exc:
+            raise _row_error(exc.label, exc.cause_name) from None
+        escaped = write_csv(flat_lines(order.sheet), stage.file(csv_path.name))
         stage.seal()
         audit_id = store.record_export(alert_ids, actor=settings.operator,
                                        township_code=township_code,
@@ -289,24 +222,52 @@ def export_township(store: AlertStore, township_code: str, settings: Settings,
     return TownshipExport(township_code, workbook, csv_path, len(set(keys)), audit_id, escaped)
 
 
+def flat_lines(sheet: pd.DataFrame) -> pd.DataFrame:
+    """The CSV's rows: a multi-line cell's lines `；`-joined (one record per line)."""
+    lines = [h for h in sheet.columns if h in SHEET_MULTILINE]
+    return sheet.assign(**{h: [str(t).replace("\n", "；") for t in sheet[h]] for h in lines})
+
+
 def _township_rows(store: AlertStore, township_code: str, settings: Settings,
-                   as_of: Month | None) -> tuple[pd.DataFrame, pd.DataFrame, Month]:
-    """The township's new alerts, their caseworker sheet (households re-identified from
-    the vault) and the month that names the files."""
+                   as_of: Month | None) -> tuple[pd.DataFrame, WorkOrder, Month]:
+    """The township's new alerts, their work order (households re-identified from the
+    vault: numbers, heads' ID numbers, names and phones) and the month that names the
+    files."""
     alerts = alerts_for_export(store, township_code, max_reasons=settings.max_reasons)
     if alerts.empty:  # with alerts it is a township; without, it must be on the roster
         check_townships(settings, [township_code])
     # The query filters by township already; a sheet must never carry a neighbour's household.
-    foreign = alerts["village_code"].astype(str).str[:9] != township_code
+    foreign = alerts["village_code"].astype(str).map(township_of) != township_code
     if foreign.any():
         raise RuntimeError(f"{int(foreign.sum())} alert(s) outside township {township_code}")
     keys = alerts["household_key"].astype(str).tolist()
     month = as_of or (Month.of(max(alerts["as_of"])) if len(alerts) else Month.today())
-    heads = head_person_keys(settings, township_code, month.end, keys) if keys else {}
+    contacts = _contacts(settings, township_code, month, keys)
+    order = work_order(township_code, alerts, contacts, month=month,
+                       respond_by=respond_by(store.now(), settings.response_days),
+                       division_names=division_names(settings.warehouse_dir, month),
+                       first_step_table=settings.first_steps)
+    return alerts, order, month
+
+
+def _contacts(settings: Settings, township_code: str, month: Month,
+              keys: list[str]) -> Contacts:
+    """Everything the sheet shows from the vault: two audited reads (identifiers; names
+    and phones), each logged with this purpose."""
+    if not keys:
+        return Contacts({})
+    heads = head_person_keys(settings, township_code, month.end, keys)
     purpose = f"caseworker export township {township_code} as of {month}"
-    found = _identities([*keys, *heads.values()], settings, purpose) if keys else {}
+    found = _identities([*keys, *heads.values()], settings, purpose)
     _require_all(keys, found, "household number")
-    return alerts, township_sheet(alerts, found, heads, found), month
+    details = contact_details([*keys, *heads.values()], settings, purpose=purpose)
+    return Contacts(
+        household_ids={k: found[k].identifier for k in keys},
+        head_keys=heads,
+        person_ids={p: found[p].identifier for p in heads.values() if p in found},
+        names=details.names,
+        phones=details.phones,
+    )
 
 
 def _publish(stage: Staging, what: str) -> None:
@@ -386,7 +347,7 @@ def write_operator_export(scored: pd.DataFrame, path: Path, settings: Settings,
     found = _identities(keys, settings, f"operator score export as of {as_of}")
     _require_all(keys, found, "household number")
     frame = operator_frame(scored, found)
-    townships = scored["village_code"].astype(str).str[:9].value_counts().sort_index()
+    townships = scored["village_code"].astype(str).map(township_of).value_counts().sort_index()
     counts = [(str(code), int(count)) for code, count in townships.items()]
     recover_exports(store, path.parent)  # a crashed earlier --out lands before this one
     with Staging.create(path.parent) as stage:

@@ -10,16 +10,19 @@ margin; equal margins only are ordered by household key). The calibrated risk is
 shown and what the risk thresholds compare with; it increases with the margin, so the
 two agree (a legacy step calibrator may tie risks, never reorder them):
 red = top `red_top_pct` or risk >= `red_min_risk`; orange = top `orange_top_pct`;
-yellow = top `yellow_top_pct`. Nothing beyond `capacity_pct` (caseworker capacity)
-and nothing below `min_alert_risk` is a model alert. A household that only the
-departments' rules flag is an alert too (`source` "rules", tier yellow): rule triggers
-are policy obligations, outside the model's capacity budget.
+yellow = top `yellow_top_pct`. Model alerts are allocated within each township's visit
+capacity (`serving.capacity`: the configured table, else the township's share of
+`capacity_pct`), best rank first; an alerted household keeps its province tier (yellow
+when its rank is beyond the province's yellow share), and nothing below `min_alert_risk`
+is a model alert. A household that only the departments' rules flag is an alert too
+(`source` "rules", tier yellow): rule triggers are policy obligations, outside the
+model's capacity budget.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -35,6 +38,14 @@ from doudi.settings import Settings
 from features.registry import KEY_COLUMNS
 from features.rules import evaluate_rules
 from serving import routing
+from serving.capacity import (
+    CapacityReport,
+    allocate,
+    capacity_report,
+    province_capacity,
+    township_capacities,
+    townships_of,
+)
 from serving.explain import ExplainedReason, Explainer, county_medians, reference_rows
 
 if TYPE_CHECKING:
@@ -55,12 +66,19 @@ SCORE_COLUMNS = [
 
 def assign_tiers(risk: np.ndarray, settings: Settings,
                  keys: Sequence[str] | np.ndarray | None = None, *,
-                 margin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 margin: np.ndarray | None = None,
+                 townships: Sequence[str] | np.ndarray | None = None,
+                 capacities: Mapping[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(rank 1 = highest margin, tier) per household.
 
     Ranks follow `margin` (the model's raw score; `risk` when no margin is given) and only
     exactly equal margins are ordered by key, for repeatability: households a calibrator
     tied at one risk are still told apart by the model. Thresholds use the calibrated risk.
+
+    With `townships` (a code per household), alerts are allocated within each township's
+    capacity (`capacities`, default `serving.capacity.township_capacities`), best rank
+    first; without, the province is one township. Tiers are the province's either way: an
+    alerted household is red/orange by its province rank (or red by risk), else yellow.
     """
     risk = np.asarray(risk, dtype=np.float64)
     n = len(risk)
@@ -74,12 +92,17 @@ def assign_tiers(risk: np.ndarray, settings: Settings,
     def top(pct: float) -> int:
         return math.ceil(n * pct / 100.0 - 1e-9)
 
-    capacity = top(min(settings.capacity_pct, tiers.yellow_top_pct))
-    eligible = (rank <= capacity) & (risk >= tiers.min_alert_risk)
-    red = eligible & ((rank <= top(tiers.red_top_pct)) | (risk >= tiers.red_min_risk))
-    orange = eligible & ~red & (rank <= top(tiers.orange_top_pct))
+    eligible = risk >= tiers.min_alert_risk
+    if townships is None:
+        alerted = eligible & (rank <= province_capacity(n, settings))
+    else:
+        if capacities is None:
+            capacities = township_capacities(townships, settings)
+        alerted = allocate(rank, townships, capacities, eligible)
+    red = alerted & ((rank <= top(tiers.red_top_pct)) | (risk >= tiers.red_min_risk))
+    orange = alerted & ~red & (rank <= top(tiers.orange_top_pct))
     tier = np.full(n, TIER_NONE, dtype=object)
-    tier[eligible] = "yellow"
+    tier[alerted] = "yellow"
     tier[orange] = "orange"
     tier[red] = "red"
     return rank, tier
@@ -119,13 +142,23 @@ def select_types(probabilities: dict[str, np.ndarray]) -> list[tuple[str, ...]]:
 def types_from_reasons(reasons: Sequence[ExplainedReason], explainer: Explainer) -> tuple[str, ...]:
     """Fallback 分类: the risk types of the reasons' groups (the registry's
     `FeatureDefinition.risk_type`), strongest first."""
-    out: list[str] = []
-    for reason in reasons:
-        g = explainer.groups.index(reason.group_key)
-        risk_type = explainer.specs[int(np.flatnonzero(explainer.group_of == g)[0])].risk_type
-        if risk_type and risk_type not in out:
-            out.append(risk_type)
-    return tuple(out[:MAX_TYPES])
+    return reason_risk_types(reasons, explainer)[:MAX_TYPES]
+
+
+def reason_risk_types(reasons: Sequence[ExplainedReason], explainer: Explainer,
+                      ) -> tuple[str, ...]:
+    """Every risk type the reasons speak to, strongest reason first (context: none)."""
+    types = (explainer.group_risk_type(r.group_key) for r in reasons)
+    return tuple(dict.fromkeys(t for t in types if t))
+
+
+def backed_types(types: Sequence[str], reasons: Sequence[ExplainedReason],
+                 rule_types: Sequence[str], explainer: Explainer) -> tuple[str, ...]:
+    """The `types` a shown reason or a fired rule names (the caseworker can see why);
+    when none is, the reasons' own types: an alert never shows an unexplained type."""
+    backing = {*reason_risk_types(reasons, explainer), *rule_types}
+    kept = tuple(t for t in types if t in backing)
+    return kept or types_from_reasons(reasons, explainer)
 
 
 def model_version_of(artifact: ModelArtifact) -> str:
@@ -148,11 +181,14 @@ def score(
     model_version: str | None = None,
     explainer: Explainer | None = None,
     explain_all: bool = False,
+    capacities: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Risk, rank, tier, types, departments, rules, source and reasons per household.
 
     Reasons are computed for alerted households, or for every household with
     `explain_all` (TreeSHAP for all rows: the "explain everyone on request" path).
+    Model alerts are allocated per township within `capacities` (visits per township
+    code; default `serving.capacity.township_capacities` of the frame and settings).
     """
     explainer = explainer or Explainer(artifact, max_reasons=settings.max_reasons)
     version = model_version or model_version_of(artifact)
@@ -165,16 +201,18 @@ def score(
     margin = np.asarray(artifact.booster.predict(X, raw_score=True, num_threads=threads))
     risk = artifact.calibrator.apply(margin)
     keys = frame["household_key"].astype(str).to_numpy()
-    rank, model_tier = assign_tiers(risk, settings, keys, margin=margin)
+    rank, model_tier = assign_tiers(risk, settings, keys, margin=margin,
+                                    townships=townships_of(frame["village_code"]),
+                                    capacities=capacities)
     rules = evaluate_rules(frame, settings)
     model_alert = model_tier != TIER_NONE
     alerted, tier, source = _with_rule_alerts(model_tier, rules["rule_score"].to_numpy(), margin,
                                               keys, settings)
     explained = np.arange(len(frame)) if explain_all else np.flatnonzero(alerted)
     reasons = _reasons(frame, X, explained, artifact, explainer, threads)
-    model_types = _model_types(artifact, X, np.flatnonzero(model_alert), reasons, explainer,
-                               threads)
     rule_types = rules["rule_risk_types"].tolist()
+    model_types = _model_types(artifact, X, np.flatnonzero(model_alert), reasons, explainer,
+                               threads, rule_types)
     risk_types = [tuple(dict.fromkeys((*m, *r))) if a else ()
                   for m, r, a in zip(model_types, rule_types, alerted, strict=True)]
     key_columns = {c: frame[c].to_numpy() for c in KEY_COLUMNS if c in frame.columns}
@@ -246,16 +284,19 @@ def _reasons(frame: pd.DataFrame, X: np.ndarray, rows: np.ndarray, artifact: Mod
 
 def _model_types(artifact: ModelArtifact, X: np.ndarray, modelled: np.ndarray,
                  reasons: list[list[ExplainedReason]], explainer: Explainer,
-                 threads: int) -> list[tuple[str, ...]]:
-    """分类 of the model's alerts (`modelled` rows): from the per-type models, or without
-    them from the reasons' groups; () for every other row."""
+                 threads: int, rule_types: Sequence[tuple[str, ...]] | None = None,
+                 ) -> list[tuple[str, ...]]:
+    """分类 of the model's alerts (`modelled` rows): from the per-type models, kept where a
+    reason or a fired rule (`rule_types`) backs them (`backed_types`), or without them from
+    the reasons' groups; () for every other row."""
     types: list[tuple[str, ...]] = [() for _ in range(len(X))]
     if len(modelled) == 0:
         return types
     if artifact.type_boosters:
         picked = select_types(artifact.predict_types(X[modelled], num_threads=threads))
         for i, t in zip(modelled, picked, strict=False):
-            types[i] = t
+            types[i] = backed_types(t, reasons[i], () if rule_types is None else rule_types[i],
+                                    explainer)
     else:
         for i in modelled:
             types[i] = types_from_reasons(reasons[i], explainer)
@@ -299,6 +340,7 @@ class ScoreRun:
     model_version: str
     exported_rows: int | None
     warning: str | None = None
+    capacity: CapacityReport | None = None  # the township allocation against the top k
 
 
 NON_CHAMPION_FLAG = "--allow-non-champion"
@@ -428,8 +470,10 @@ def score_month(settings: Settings, as_of: Month, *, model_uri: str | None = Non
     artifact, version = load_model(choice.uri, settings)
     explainer = Explainer(artifact, max_reasons=settings.max_reasons)  # checks the registry
     table = scoring_table(settings.warehouse_dir, as_of, settings)
+    townships = townships_of(table["village_code"])
+    capacities = township_capacities(townships, settings, known=_roster_if_configured(settings))
     scored = score(table, artifact, settings, as_of.end, model_version=version,
-                   explainer=explainer, explain_all=explain_all)
+                   explainer=explainer, explain_all=explain_all, capacities=capacities)
     with open_store(database_url, settings=settings) as store:
         # The scoring table holds in-scope households only: monitored ones are already out.
         # A non-champion's alerts say who chose that model in their creation history.
@@ -443,4 +487,18 @@ def score_month(settings: Settings, as_of: Month, *, model_uri: str | None = Non
             rows = write_operator_export(scored, out, settings, store)
     warning = (_log_non_champion(settings, as_of, choice, version, added)
                if non_champion else None)
-    return ScoreRun(scored, added, version, rows, warning)
+    allocation = capacity_report(
+        scored["risk"].to_numpy(), scored["rank"].to_numpy(),
+        scored["source"].isin(["model", "both"]).to_numpy(), townships, capacities,
+        eligible=scored["risk"].to_numpy() >= settings.tiers.min_alert_risk)
+    return ScoreRun(scored, added, version, rows, warning, allocation)
+
+
+def _roster_if_configured(settings: Settings) -> list[str] | None:
+    """The roster's townships when a capacity table is configured (each township it names
+    must be on it), else None: the default needs no roster."""
+    if settings.township_capacity_file is None and not settings.township_capacity:
+        return None
+    from serving.export import known_townships
+
+    return known_townships(settings)

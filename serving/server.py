@@ -176,8 +176,10 @@ def descendants(pid: int) -> list[tuple[int, str | None]]:
 
 def check_model(settings: Settings) -> None:
     """Fail fast, in one line, when the model to serve does not resolve or is another
-    workspace's: the server would otherwise restart its worker over and over without ever
-    becoming ready."""
+    workspace's, or the township capacity table is malformed: the server would otherwise
+    restart its worker over and over, or fail every scoring request."""
     from doudi import registry
+    from serving.capacity import configured_capacities
 
     registry.locate(registry.served_uri(settings), settings, what="DOUDI_API_MODEL_URI")
+    configured_capacities(settings)

@@ -28,7 +28,8 @@ DATABASE_URL: Any = typer.Option(
 # runs for days); `simulate` writes its --out folder, not a workspace; `features --out`
 # writes one file of the operator's choosing.
 READ_ONLY_COMMANDS = frozenset({
-    "validate", "features", "settings", "serve", "simulate", "alerts list", "models list",
+    "validate", "features", "settings", "serve", "simulate", "alerts list", "alerts status",
+    "models list",
 })
 WAIT_HELP = ("If another command holds this workspace's lock, wait up to this many seconds "
              "for it (default 0: exit 2 at once, naming the holder).")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from jobs.commands import ALLOW_UNDELIVERED
-from jobs.monthly import MonthlySummary, run_monthly
+from jobs.monthly import CAPACITY_REPORT, MonthlySummary, run_monthly
 
 
 def _print(summary: MonthlySummary) -> None:
@@ -26,6 +26,9 @@ def _print(summary: MonthlySummary) -> None:
         f"  scoring: {summary.scored:,} in-scope households with {summary.model_version}; "
         f"{summary.alerts_created} new alert(s), skipped {summary.alerts_skipped}"
     )
+    if summary.capacity is not None:
+        typer.echo(f"  capacity: {summary.capacity.line()} -> "
+                   f"{summary.report_dir}/{CAPACITY_REPORT}")
     for township, n, path in summary.exports:
         typer.echo(f"  export: township {township}: {n} household(s) -> {path}")
     typer.echo(

@@ -6,12 +6,19 @@ Public API (import from here):
         close / record_export / get / open_household_keys
     NewAlert, Reason, AddReport, SkipReason, ReferralOutcome, Status
     list_alerts, alerts_for_export, reason_columns_in, verdict_labels,
-    duplicate_assistance, omissions
-    import_feedback, read_feedback
+    duplicate_assistance, omissions, township_status
+    import_feedback, read_feedback, ImportReport, FeedbackFile, Problem
 """
 
 from serving.store.database import default_url
-from serving.store.feedback import FeedbackError, ImportReport, import_feedback, read_feedback
+from serving.store.feedback import (
+    FeedbackError,
+    FeedbackFile,
+    ImportReport,
+    Problem,
+    import_feedback,
+    read_feedback,
+)
 from serving.store.inputs import NewAlert, Reason
 from serving.store.lifecycle import IllegalTransitionError, Status
 from serving.store.records import (
@@ -30,6 +37,7 @@ from serving.store.reports import (
     list_alerts,
     omissions,
     reason_columns_in,
+    township_status,
     verdict_labels,
 )
 from serving.store.store import AlertStore, open_store
@@ -41,9 +49,11 @@ __all__ = [
     "AlertRecord",
     "AlertStore",
     "FeedbackError",
+    "FeedbackFile",
     "IllegalTransitionError",
     "ImportReport",
     "NewAlert",
+    "Problem",
     "Reason",
     "ReferralOutcome",
     "SkipReason",
@@ -59,5 +69,6 @@ __all__ = [
     "open_store",
     "read_feedback",
     "reason_columns_in",
+    "township_status",
     "verdict_labels",
 ]

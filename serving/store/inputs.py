@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from doudi.contract import RISK_TYPES
+from doudi.contract import RISK_TYPES, township_of
 from doudi.idnumber import id_problem
 from doudi.settings import MAX_REASONS_LIMIT
 from serving import routing
@@ -64,7 +64,7 @@ class NewAlert:
 
     @property
     def township_code(self) -> str:
-        return self.village_code[:9]
+        return township_of(self.village_code)
 
     def problems(self) -> list[str]:
         """Rules this alert breaks (empty when it may be stored)."""

@@ -1,4 +1,5 @@
-"""Queries over the alert store, as DataFrames: lists, export rows, labels, overlap checks.
+"""Queries over the alert store, as DataFrames: lists, export rows, labels, overlap checks,
+the townships' sheets returned (`township_status`).
 
 Each takes an `AlertStore` or an open `Session`, so callers may run them inside
 their own transaction.
@@ -11,20 +12,24 @@ from contextlib import contextmanager
 from datetime import date
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from doudi.months import Month
 from doudi.settings import Settings
 from serving import routing
+from serving.sheet import respond_by
 from serving.store.inputs import MAX_REASONS
 from serving.store.lifecycle import Status
-from serving.store.models import Alert, Referral, Verdict
+from serving.store.models import Alert, Referral, StatusChange, Verdict
 from serving.store.store import AlertStore
 
 Source = AlertStore | Session
 
 # Days after a confirming visit by which help should have started (`settings.omission_days`).
 DEFAULT_OMISSION_AFTER_DAYS: int = Settings.model_fields["omission_days"].default
+# Days a township has to return its sheet (`settings.response_days`).
+DEFAULT_RESPONSE_DAYS: int = Settings.model_fields["response_days"].default
 # Reason columns of the export rows when the caller names no count (`settings.max_reasons`).
 DEFAULT_REASON_COLUMNS: int = Settings.model_fields["max_reasons"].default
 LIVE_REFERRAL_STATUSES = ("pending", "granted")
@@ -121,9 +126,10 @@ def alerts_for_export(
 ) -> pd.DataFrame:
     """New alerts of one township with their reasons, for the caseworker sheet.
 
-    Adds `departments_zh` and `reason_1..n` (Chinese text by rank; None where an alert
-    has fewer): n is `max_reasons` (`settings.max_reasons`), or more when a stored alert
-    carries more reasons, so that every stored reason reaches the sheet. Households are
+    Adds `departments_zh`, `rule_triggers` (`;`-joined codes) and `reason_1..n` (Chinese
+    text by rank; None where an alert has fewer): n is `max_reasons`
+    (`settings.max_reasons`), or more when a stored alert carries more reasons, so that
+    every stored reason reaches the sheet. Households are
     pseudonymous here; the export re-identifies them from the vault and then calls
     `AlertStore.record_export`.
     """
@@ -148,6 +154,7 @@ def alerts_for_export(
                     "tier": a.tier,
                     "risk_types": _joined(a.risk_types),
                     "departments_zh": "、".join(routing.department_name(d) for d in a.departments),
+                    "rule_triggers": _joined(a.rule_triggers),
                 }
             )
     ranks = max([max_reasons, *(rank for ranked in texts for rank in ranked)])
@@ -163,9 +170,59 @@ def alerts_for_export(
         "tier",
         "risk_types",
         "departments_zh",
+        "rule_triggers",
         *reason_columns(ranks),
     ]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+TOWNSHIP_STATUS_COLUMNS = ["township_code", "sent", "visited", "confirmed", "dismissed",
+                           "overdue"]
+
+
+def township_status(
+    source: Source,
+    *,
+    today: date,
+    response_days: int = DEFAULT_RESPONSE_DAYS,
+    month: Month | None = None,
+) -> pd.DataFrame:
+    """Per township, how its caseworker sheets came back (`doudi alerts status`).
+
+    One row per township with sent alerts, by code: `sent` (dispatched in a sheet),
+    `visited` (a verdict is back) = `confirmed` (属实) + `dismissed` (不属实), and
+    `overdue`: sent, no verdict, and its sheet's respond-by date
+    (`serving.sheet.respond_by`: the export's date + `response_days`) is before `today`.
+    `month`: only the alerts of that month (their `as_of`); default every month.
+    """
+    sent_at = (
+        select(StatusChange.alert_id, func.min(StatusChange.at).label("at"))
+        .where(StatusChange.to_status == Status.DISPATCHED.value)
+        .group_by(StatusChange.alert_id)
+        .subquery()
+    )
+    # One row per (township, status, verdict, export time): an export dispatches its
+    # alerts at one time, so the groups are few and the deadline is checked in Python.
+    query = (
+        select(Alert.township_code, Alert.status, Verdict.verdict, sent_at.c.at, func.count())
+        .join(sent_at, sent_at.c.alert_id == Alert.id)
+        .outerjoin(Verdict, Verdict.alert_id == Alert.id)
+        .group_by(Alert.township_code, Alert.status, Verdict.verdict, sent_at.c.at)
+    )
+    if month is not None:
+        query = query.where(Alert.as_of >= month.start, Alert.as_of <= month.end)
+    counts: dict[str, dict[str, int]] = {}
+    with _session(source) as session:
+        for township, status, verdict, at, n in session.execute(query):
+            row = counts.setdefault(township, dict.fromkeys(TOWNSHIP_STATUS_COLUMNS[1:], 0))
+            row["sent"] += n
+            if verdict is not None:
+                row["visited"] += n
+                row["confirmed" if verdict == "confirmed" else "dismissed"] += n
+            elif status == Status.DISPATCHED.value and respond_by(at, response_days) < today:
+                row["overdue"] += n
+    records = [{"township_code": code, **counts[code]} for code in sorted(counts)]
+    return pd.DataFrame.from_records(records, columns=TOWNSHIP_STATUS_COLUMNS)
 
 
 def verdict_labels(source: Source) -> pd.DataFrame:

@@ -46,12 +46,14 @@ from doudi.safe_text import (
 from doudi.settings import Settings
 from serving import export as export_module
 from serving import staging
+from serving import workbook as workbook_module
 from serving.export import (
     ExportError,
     export_new_alerts,
     export_township,
     write_operator_export,
 )
+from serving.sheet import BY_KEY, SHEET_COLUMNS
 from serving.staging import PREFIX, Staging, recover
 from serving.store import AlertStore, NewAlert, Reason, open_store
 from serving.store.models import ExportAudit, StatusChange
@@ -61,6 +63,8 @@ ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2026, 6, 30)
 MONTH = Month.of(AS_OF)
 LONG = "9" * 40_000
+ALERT_AT = SHEET_COLUMNS.index(BY_KEY["alert_id"])  # 0-based positions on the sheet
+HOUSEHOLD_AT = SHEET_COLUMNS.index(BY_KEY["household_id"])
 # household key -> a household number a vault filled before the contract change may hold
 HOSTILE: dict[str, str] = {
     "h_00000000000000000000": '=HYPERLINK("http://e.x","户")',
@@ -221,8 +225,10 @@ def test_hostile_household_numbers_are_written_as_text(hostile, tmp_path: Path) 
     for done in (a, b):
         xml = _sheet_xml(done.workbook)
         assert "<f>" not in xml and "<f " not in xml and 't="e"' not in xml
-        ws = load_workbook(done.workbook).active
-        by_alert = {ws.cell(r, 8).value: ws.cell(r, 1) for r in range(2, ws.max_row + 1)}
+        by_alert = {int(row[ALERT_AT].value): row[HOUSEHOLD_AT]
+                    for ws in load_workbook(done.workbook).worksheets
+                    for row in ws.iter_rows(min_row=2)}
+        assert len(by_alert) == done.households
         for key, raw in HOSTILE.items():
             if ids[key] in by_alert:
                 cell = by_alert[ids[key]]
@@ -236,7 +242,8 @@ def test_hostile_household_numbers_are_written_as_text(hostile, tmp_path: Path) 
 
     rows = pd.concat([pd.read_csv(d.csv, encoding="gbk", dtype=str, keep_default_na=False)
                       for d in (a, b)])
-    by_alert = dict(zip(rows["预警编号"].astype(int), rows["户编号"], strict=True))
+    by_alert = dict(zip(rows["预警编号"].str.strip().astype(int), rows["户编号"], strict=True))
+    assert set(by_alert) == set(ids.values())
     assert by_alert[ids["h_00000000000000000001"]] == "'=2+2"
     assert by_alert[ids["h_00000000000000000002"]] == "'+cmd|' /C calc'!A0"
     assert by_alert[ids["h_00000000000000000000"]] == "'=HYPERLINK(\"http://e.x\",\"户\")"
@@ -255,14 +262,14 @@ def test_a_failing_row_names_its_alert_never_the_household_number(
         hostile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, store, ids = hostile
     secret = HOSTILE["h_00000000000000000005"]
-    real = export_module.xlsx_cell
+    real = workbook_module.xlsx_cell
 
     def picky(cell: object, value: object, **kw: object) -> None:
         if value == secret:
             raise ValueError(f"{value} cannot be used in worksheets.")  # as openpyxl words it
         real(cell, value, **kw)
 
-    monkeypatch.setattr("serving.export.xlsx_cell", picky)
+    monkeypatch.setattr("serving.workbook.xlsx_cell", picky)
     out = tmp_path / "sheets"
     with pytest.raises(ExportError) as err:
         export_township(store, TOWNSHIP_A, settings, out)
@@ -491,7 +498,7 @@ def _check_exactly_once(home: Path) -> None:
             sheet = pd.read_csv(path, encoding="gbk", dtype=str)
             assert len(sheet) == 3 and sheet["户编号"].str[0].isin(["'", "\t"]).all()
         else:
-            assert load_workbook(path).active.max_row == 4
+            assert sum(ws.max_row - 1 for ws in load_workbook(path).worksheets) == 3
             assert "<f>" not in _sheet_xml(path)
 
 
@@ -539,11 +546,12 @@ def test_export_errors_in_the_monthly_loop_name_townships_not_households(
     settings, store, ids = world
     real = export_module.write_workbook
 
-    def fail_a(sheet, path, title, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if title.startswith(TOWNSHIP_A):
-            raise ExportError(f"alert {int(sheet['预警编号'].iloc[0])}: its row could not "
+    def fail_a(pages, path, title, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if f"（{TOWNSHIP_A}）" in title:
+            first = pages[0][1]["预警编号"].iloc[0]
+            raise ExportError(f"alert {first}: its row could not "
                               "be written (ValueError); nothing of this export was kept")
-        return real(sheet, path, title, *args, **kwargs)
+        return real(pages, path, title, *args, **kwargs)
 
     monkeypatch.setattr("serving.export.write_workbook", fail_a)
     with pytest.raises(ExportError, match=rf"1 of 2 township export\(s\) failed .*"

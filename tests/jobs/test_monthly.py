@@ -67,8 +67,11 @@ def test_first_run_does_the_whole_job(monthly_twice) -> None:
         # folders and file names carry the month as YYYY-MM, never a day
         assert Path(workbook).parent == settings.home / "exports" / "2025-06"
         assert f"_{township}_2025-06_" in Path(workbook).name
-        sheet = pd.read_excel(workbook, dtype=str)
-        assert sheet["村代码"].str[:9].eq(township).all()
+        # one worksheet per village, holding only this township's alerts
+        pages = pd.read_excel(workbook, dtype=str, sheet_name=None)
+        sent = pd.concat(pages.values())["预警编号"].astype(int)
+        mine = alerts.loc[alerts["township_code"].astype(str) == township, "alert_id"]
+        assert sorted(sent) == sorted(mine.astype(int))
 
 
 def test_second_run_gives_the_same_alerts(monthly_twice) -> None:
@@ -93,3 +96,21 @@ def test_chain_of_help_reports_are_written(monthly_twice) -> None:
     assert len(duplicates) == first.possible_duplicates == 0
     assert len(missed) == first.possible_omissions == 0
     assert {"alert_id", "household_key", "department"} <= set(duplicates.columns)
+
+
+def test_capacity_per_township_is_reported(monthly_twice) -> None:
+    _, first, _, alerts, _ = monthly_twice
+    report = first.capacity
+    assert report is not None
+    written = pd.read_csv(Path(first.report_dir) / "capacity_by_township.csv",
+                          dtype={"township_code": str})
+    assert written["township_code"].tolist() == report.by_township["township_code"].tolist()
+    # the default: today's 5% of the in-scope households, shared by townships
+    assert written["capacity"].sum() == report.capacity == -(-first.scored * 5 // 100)
+    assert (written["alerted"] <= written["capacity"]).all()
+    assert report.expected_loss == pytest.approx(
+        written["expected_positives_province_top_k"].sum()
+        - written["expected_positives_alerted"].sum(), abs=1e-9)
+    assert report.expected_loss >= 0
+    model_alerts = alerts[alerts["source"].isin(["model", "both"])]
+    assert len(model_alerts) == report.alerted == written["alerted"].sum()

@@ -1,5 +1,6 @@
-"""A tiny workspace for the scoring/export tests: warehouse roster in two townships and
-the vault holding the original household numbers and the heads' ID numbers."""
+"""A tiny workspace for the scoring/export tests: warehouse roster in two townships (and
+division names) and the vault holding the original household numbers, the heads' ID
+numbers and names and the households' phones."""
 
 from __future__ import annotations
 
@@ -28,6 +29,22 @@ HOUSEHOLDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+# Made-up names and phones (no real people) for the heads and households, in order; the
+# last household has no phone on record.
+HEAD_NAMES = ["王秀英", "李建国", "张桂兰", "刘志强", "陈玉梅", "杨德福", "赵淑珍", "黄永红",
+              "周文华", "吴海燕", "徐春生", "孙丽娟"]
+
+
+def phone_of(position: int) -> str:
+    return f"1390931{position:04d}"
+
+
+# The divisions feed names township A and its villages; township B's village has no name
+# (the sheet shows its code).
+DIVISIONS = {"620102": "城关区", TOWNSHIP_A: "城关镇", TOWNSHIP_A + "001": "兴隆村",
+             TOWNSHIP_A + "002": "新庄村", TOWNSHIP_A + "003": "红柳沟村"}
+
+
 def write_world(home: Path,
                 households: dict[str, tuple[str, str, str, str]] | None = None) -> Settings:
     """Warehouse (households + persons) and vault for `households` (default HOUSEHOLDS)
@@ -43,12 +60,20 @@ def write_world(home: Path,
               + "-" + person_id[10:12] + "-" + person_id[12:14], reported_date="2026-01-05")
     w.add("housing", household_key=D_GRADE_HOUSE, assessed_date="2026-03-10",
           safety_grade="D", reported_date="2026-03-15")
+    for code, name in DIVISIONS.items():
+        w.add("divisions", code=code, name=name, reported_date="2026-01-05")
     w.write()
     vault.ensure_private_dir(settings.vault_dir)
     for name, rows in (
         (vault.HOUSEHOLDS, [{"household_key": k, "household_id": v[1]}
                             for k, v in households.items()]),
         (vault.PERSONS, [{"person_key": v[2], "person_id": v[3]} for v in households.values()]),
+        (vault.PERSON_NAMES, [{"person_key": v[2], "name": HEAD_NAMES[i % len(HEAD_NAMES)],
+                               "status_date": date(2026, 1, 5), "reported_date": date(2026, 1, 5)}
+                              for i, v in enumerate(households.values())]),
+        (vault.HOUSEHOLD_PHONES, [{"household_key": k, "contact_phone": phone_of(i),
+                                   "reported_date": date(2026, 1, 5)}
+                                  for i, k in enumerate(list(households)[:-1])]),
     ):
         folder = settings.vault_dir / name
         folder.mkdir(parents=True, exist_ok=True)

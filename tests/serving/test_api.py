@@ -161,15 +161,12 @@ def test_requested_households_get_reasons_on_demand(lookup: RiskLookup, expected
         assert 1 <= len(h.reasons) <= lookup.settings.max_reasons
         assert [r.rank for r in h.reasons] == list(range(1, len(h.reasons) + 1))
         assert sum(r.margin_logodds for r in h.reasons) <= positive + 1e-9
-        # points are proportional to log-odds within a household, or absent (log-odds text)
+        # points (below the base risk too) are proportional to log-odds within a household
         assert all(r.margin_logodds > 0 for r in h.reasons)
-        sizes = [r.contribution_pp for r in h.reasons]
-        if sizes[0] is None:
-            assert all(size is None for size in sizes)
-            assert all("对数几率" in r.text_zh for r in h.reasons)
-        else:
-            per_logodds = [r.contribution_pp / r.margin_logodds for r in h.reasons]
-            assert max(per_logodds) == pytest.approx(min(per_logodds), rel=1e-9)
+        assert all(r.contribution_pp is not None and "对数几率" not in r.text_zh
+                   for r in h.reasons)
+        per_logodds = [(r.contribution_pp or 0.0) / r.margin_logodds for r in h.reasons]
+        assert max(per_logodds) == pytest.approx(min(per_logodds), rel=1e-9)
         assert all(CJK.search(r.text_zh) for r in h.reasons)
     # exactly what `score` writes for an alert: county medians at T as comparison values
     explainer = Explainer(artifact, max_reasons=lookup.settings.max_reasons)

@@ -66,48 +66,44 @@ def test_reasons_push_risk_up_strongest_first_and_are_capped() -> None:
     contrib = explainer.contributions(X)
     grouped = explainer.group_contributions(contrib)
     margin = contrib.sum(axis=1)
-    bias = contrib[:, -1]
 
     def sigmoid(z: float) -> float:
         return float(1 / (1 + np.exp(-z)))
 
-    scales = set()
     for i, reasons in enumerate(explainer.reasons_from(X, contrib)):
         assert len(reasons) <= 3
         assert [r.rank for r in reasons] == list(range(1, len(reasons) + 1))
         margins = [r.margin for r in reasons]
         assert all(m > 0 for m in margins) and margins == sorted(margins, reverse=True)
-        # Identity calibration, hand-computed: the risk above the base risk, shared in
-        # proportion to log-odds: 100 (sigmoid(margin) - sigmoid(bias)) c / (margin - bias).
-        above = 100 * (sigmoid(margin[i]) - sigmoid(bias[i]))
+        # Identity calibration, hand-computed: the risk the risk-raising groups add
+        # (sigmoid(margin) - sigmoid(margin - P)), shared in proportion to log-odds.
+        raising = grouped[i][grouped[i] > 0].sum()
+        lifted = 100 * (sigmoid(margin[i]) - sigmoid(margin[i] - raising))
         for r in reasons:
             g = explainer.groups.index(r.group_key)
             assert r.margin == pytest.approx(grouped[i, g], abs=1e-12)
-            scales.add(r.scale)
-            if above >= 0.05 and margin[i] > bias[i]:
-                expected = above * r.margin / (margin[i] - bias[i])
-                assert r.scale == "probability points"
-                assert r.contribution == pytest.approx(expected, rel=1e-9)
-            else:
-                assert r.scale == "log-odds" and r.contribution == r.margin
-                assert "对数几率" in r.text_zh
-    assert "probability points" in scales
+            assert r.scale == "probability points" and "个百分点" in r.text_zh
+            assert "对数几率" not in r.text_zh
+            assert r.contribution == pytest.approx(lifted * r.margin / raising, rel=1e-9)
 
 
-def test_probability_points_of_all_groups_add_up_to_risk_above_base() -> None:
-    """Sizes are additive: over every group they sum to risk - base risk (in points)."""
+def test_probability_points_of_all_raising_groups_add_up_to_their_lift() -> None:
+    """Sizes are additive: over the risk-raising groups they sum to the risk those groups
+    add, never more than the risk itself, for every household (alerted or not)."""
     explainer = Explainer(model(), max_reasons=8)
     X = frame_matrix()[:200]
     contrib = explainer.contributions(X)
     per_logodds = explainer.points_per_logodds(contrib)
     grouped = explainer.group_contributions(contrib)
+    raising = np.clip(grouped, 0, None)
     calibrate = model().calibrator.apply
-    above = 100 * (calibrate(contrib.sum(axis=1)) - calibrate(contrib[:, -1]))
-    rows = np.isfinite(per_logodds)
-    assert rows.sum() > 10
-    np.testing.assert_allclose((grouped * per_logodds[:, None]).sum(axis=1)[rows],
-                               above[rows], rtol=1e-9, atol=1e-9)
-    assert (above[~rows] < 0.05).all()
+    margin = contrib.sum(axis=1)
+    risk = calibrate(margin)
+    lifted = 100 * (risk - calibrate(margin - raising.sum(axis=1)))
+    assert np.isfinite(per_logodds).all() and (per_logodds >= 0).all()
+    np.testing.assert_allclose((raising * per_logodds[:, None]).sum(axis=1), lifted,
+                               rtol=1e-9, atol=1e-9)
+    assert (lifted <= 100 * risk + 1e-9).all()
 
 
 def test_reason_text_comes_from_the_registry_template() -> None:
@@ -125,7 +121,7 @@ def test_reason_text_comes_from_the_registry_template() -> None:
     top_member = text.split("元", 1)[1].split("〔")[0].split("，")[0].split("（")[0]
     value = frame.loc[i, top_member]
     assert text.startswith(f"测试模板{value:,.0f}元{top_member}")
-    assert "个百分点" in text or "对数几率" in text
+    assert "个百分点" in text
 
 
 def test_comparison_with_the_county_median() -> None:
@@ -147,7 +143,7 @@ def test_flags_that_are_off_and_missing_values_read_plainly() -> None:
     assert explainer._member_text(j, 0.0, None) == "脱贫户：否"
     assert explainer._member_text(j, 1.0, None) == "属于脱贫户"
     k = model().feature_names.index("income_per_capita")
-    assert explainer._member_text(k, float("nan"), None) == "人均纯收入：无记录"
+    assert explainer._member_text(k, float("nan"), None) == BY_NAME["income_per_capita"].absent_zh
     assert explainer._member_text(k, 6500.0, 7000.0) == \
         "最近核查人均纯收入 6,500 元（本县中位数 7,000 元）"
 

@@ -13,12 +13,14 @@ from sqlalchemy import select
 from doudi.errors import UserError
 from doudi.idnumber import mask_id
 from doudi.settings import Settings
-from serving.export import SHEET_COLUMNS, export_township
+from serving.export import export_township
+from serving.sheet import SHEET_COLUMNS, Part
 from serving.store import AlertStore, NewAlert, Reason, open_store
 from serving.store.models import ExportAudit
 from tests.serving.export_world import HOUSEHOLDS, TOWNSHIP_A, TOWNSHIP_B, write_world
 
 AS_OF = date(2026, 6, 30)
+HEADERS = [c.header for c in SHEET_COLUMNS]
 
 
 def add_alerts(store: AlertStore) -> dict[str, int]:
@@ -52,20 +54,23 @@ def test_township_export_holds_only_that_township(world, tmp_path: Path) -> None
     mine = {k: v for k, v in HOUSEHOLDS.items() if v[0].startswith(TOWNSHIP_A)}
     assert done.households == len(mine) == 7
 
-    sheet = pd.read_csv(done.csv, encoding="gbk", dtype=str)
-    assert list(sheet.columns) == list(SHEET_COLUMNS)
+    sheet = pd.read_csv(done.csv, encoding="gbk", dtype=str, keep_default_na=False)
+    assert list(sheet.columns) == HEADERS
     # identifier columns lead with a tab, so a spreadsheet keeps them as text (all digits)
-    for column in ("户编号", "村代码", "户主身份证号"):
+    for column in ("户编号", "户主身份证号", "预警编号", "预警月份"):
         assert sheet[column].str.startswith("\t").all()
         sheet[column] = sheet[column].str[1:]
     assert sorted(sheet["户编号"]) == sorted(v[1] for v in mine.values())
-    assert set(sheet["村代码"].str[:9]) == {TOWNSHIP_A}
+    assert set(sheet["村名称"]) == {"兴隆村", "新庄村"}
     assert sorted(sheet["户主身份证号"]) == sorted(mask_id(v[3]) for v in mine.values())
     assert sheet["户主身份证号"].str.fullmatch(r"620102\*{8}\d{3}[\dX]").all()
     assert sorted(sheet["预警编号"].astype(int)) == sorted(ids[k] for k in mine)
-    assert set(sheet["风险类型"]) == {"因病、住房安全"}
+    assert set(sheet["预测风险类型"]) == {"因病、住房安全"}
     assert set(sheet["帮扶部门"]) == {"医保、民政、住建"}
     assert sheet["预警原因"].str.startswith("1. 近12个月个人自付医疗费用 38,200 元").all()
+    assert set(sheet["预警月份"]) == {"2026-06"}
+    returned = [c.header for c in SHEET_COLUMNS if c.part is Part.RETURN]
+    assert (sheet[returned] == "").all().all()  # the caseworker fills these
 
     raw = done.csv.read_bytes() + done.workbook.read_bytes()
     for key, (_v, _n, head, person_id) in HOUSEHOLDS.items():
@@ -74,12 +79,13 @@ def test_township_export_holds_only_that_township(world, tmp_path: Path) -> None
     assert (done.csv.stat().st_mode & 0o777) == 0o600
     assert (done.workbook.stat().st_mode & 0o777) == 0o600
 
-    ws = load_workbook(done.workbook).active
-    assert ws.freeze_panes == "A2"
-    assert [c.value for c in ws[1]] == list(SHEET_COLUMNS)
-    assert ws.max_row == 1 + len(mine)
-    assert ws["E2"].alignment.wrap_text and "\n2. " in ws["E2"].value
-    assert {ws.cell(r, 2).value[:9] for r in range(2, ws.max_row + 1)} == {TOWNSHIP_A}
+    book = load_workbook(done.workbook)
+    rows = [row for ws in book.worksheets for row in ws.iter_rows(min_row=2, values_only=True)]
+    assert len(rows) == len(mine)
+    for ws in book.worksheets:
+        assert [c.value for c in ws[1]] == HEADERS
+        assert ws["J2"].alignment.wrap_text and "\n2. " in ws["J2"].value
+    assert sorted(r[3] for r in rows) == sorted(v[1] for v in mine.values())
 
 
 def test_export_is_audited_and_dispatches(world, tmp_path: Path) -> None:

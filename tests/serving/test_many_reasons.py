@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from doudi.settings import MAX_REASONS_LIMIT, Settings
 from serving.export import export_township
 from serving.scoring import score, to_new_alerts
+from serving.sheet import SHEET_COLUMNS
 from serving.store import AlertStore, NewAlert, Reason, alerts_for_export, open_store
 from serving.store.models import AlertReason
 from tests.serving.export_world import HOUSEHOLDS, TOWNSHIP_B, write_world
@@ -100,7 +101,8 @@ def test_the_caseworker_sheet_lists_all_six_reasons(tmp_path: Path) -> None:
     assert sheet.loc[0, "预警原因"] == "；".join(numbered)
     from openpyxl import load_workbook
 
-    assert load_workbook(done.workbook).active["E2"].value == "\n".join(numbered)
+    reasons_at = [c.key for c in SHEET_COLUMNS].index("reasons") + 1
+    assert load_workbook(done.workbook).active.cell(2, reasons_at).value == "\n".join(numbered)
 
 
 def test_scoring_with_six_reasons_stores_and_lists_them_all(tmp_path: Path) -> None:

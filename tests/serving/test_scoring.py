@@ -129,14 +129,22 @@ def test_score_ranks_by_margin_through_a_step_calibrator() -> None:
     assert (np.diff(by_rank["margin"].to_numpy()) <= 0).all()
     expected = np.lexsort((out["household_key"].to_numpy(), -out["margin"].to_numpy()))
     assert out["rank"].to_numpy()[expected].tolist() == list(range(1, len(out) + 1))
-    # Tiers never differ between households with equal margins; a milder tier never has a
-    # higher margin.
-    severity = by_rank["tier"].map(SEVERITY).to_numpy()
+    # Tiers are the province's: among the alerted, tiers never differ between households
+    # with equal margins and a milder tier never has a higher margin.
+    alerted = by_rank[by_rank["alerted"].to_numpy()]
+    severity = alerted["tier"].map(SEVERITY).to_numpy()
     assert (np.diff(severity) <= 0).all()
     boundary = np.flatnonzero(np.diff(severity) < 0)
-    assert len(boundary) >= 2  # red/orange/yellow/none boundaries inside tied risk blocks
-    m = by_rank["margin"].to_numpy()
+    assert len(boundary) >= 2  # red/orange/yellow boundaries inside tied risk blocks
+    m = alerted["margin"].to_numpy()
     assert (m[boundary] > m[boundary + 1]).all()  # each boundary separates unequal margins
+    # Who is alerted is decided per township (its capacity): there, its best margins.
+    for _, township in by_rank.groupby(by_rank["village_code"].str[:9]):
+        flags = township["alerted"].to_numpy()
+        cut = int(flags.sum())
+        assert flags[:cut].all() and not flags[cut:].any()
+        if 0 < cut < len(flags):
+            assert township["margin"].iloc[cut - 1] > township["margin"].iloc[cut]
 
 
 def test_rule_only_alerts_break_equal_rule_scores_by_margin() -> None:
