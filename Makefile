@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install demo serve test lint typecheck bench clean
+.PHONY: install system-deps demo serve test lint typecheck bench clean
 
 install: .venv/.installed  ## create .venv from uv.lock; the CLI lands at .venv/bin/doudi
 
@@ -21,6 +21,14 @@ install: .venv/.installed  ## create .venv from uv.lock; the CLI lands at .venv/
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
 	$(UV) sync --frozen --inexact --python $(PY)
 	touch $@
+
+SYSTEM_PACKAGES := fonts-wqy-zenhei chromium libreoffice-calc-nogui poppler-utils
+system-deps:  ## Debian packages for figures in Chinese, the report check and the sheet render check
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 
 demo: install  ## generate a province, then run the monthly job on it and show the top alerts
 	.venv/bin/doudi simulate --households $(DEMO_HOUSEHOLDS) --months $(DEMO_MONTHS) \

@@ -104,6 +104,31 @@ class TierSettings(BaseModel):
     )
 
 
+class MonitorSettings(BaseModel):
+    """`doudi monitor` (monitoring/, docs/monitoring.md): how much it reads, its bands and
+    when it recommends retraining."""
+
+    reference_months: int = Field(
+        3, ge=1, le=24, description="The champion's latest training months used as the "
+        "drift reference.")
+    calibration_months: int = Field(
+        3, ge=1, le=24, description="Latest months with final labels whose calibration by "
+        "risk band is checked.")
+    shap_rows: int = Field(
+        2000, ge=100, description="Rows sampled (reference and now, each) for mean |SHAP|.")
+    psi_moderate: float = Field(0.1, gt=0, description="PSI at or above this: moderate drift.")
+    psi_major: float = Field(0.25, gt=0, description="PSI at or above this: major drift.")
+    max_major_features: int = Field(
+        3, ge=1, description="Retrain when this many features or more are in major drift.")
+    band_ratio_min: float = Field(
+        0.8, gt=0, description="Retrain when the top 5% band's observed / predicted rate on "
+        "final labels is below this ...")
+    band_ratio_max: float = Field(1.25, gt=0, description="... or above this.")
+    precision_drop: float = Field(
+        0.2, gt=0, lt=1, description="Retrain when this month's estimated precision at "
+        "capacity is this share below that of the latest month with final labels.")
+
+
 class Settings(BaseSettings):
     """Everything configurable about doudi. Environment wins over the config file."""
 
@@ -135,6 +160,7 @@ class Settings(BaseSettings):
         5.0, gt=0, le=100, description="Caseworker capacity: share of households visited (top k%)."
     )
     tiers: TierSettings = Field(default_factory=TierSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     # Visits per township (serving/capacity.py, docs/alerts-and-explanations.md "Capacity
     # per township"): model alerts are allocated within each township's capacity.
     township_capacity_file: Path | None = Field(

@@ -7,6 +7,7 @@ training or serving. Public API:
 - `build_labels(warehouse, as_of, settings, known_by)`: scope and labels.
 - `training_table(warehouse, model_month, settings, from_month=None)`.
 - `scoring_table(warehouse, as_of, settings)`.
+- `labelled_table(warehouse, months, settings, known_by)`: any months, labels known by then.
 - `current_assistance(warehouse, as_of)`: who receives which assistance at T.
 - `feature_names()`, `FEATURES` (`registry.FeatureDefinition`s), `REGISTRY_VERSION`.
 """
@@ -25,6 +26,7 @@ from features.tables import (
     build_features,
     build_features_range,
     build_labels,
+    labelled_table,
     mature_months,
     scoring_table,
     training_table,
@@ -42,6 +44,7 @@ __all__ = [
     "current_assistance",
     "feature_names",
     "group_column_names",
+    "labelled_table",
     "mature_months",
     "scoring_table",
     "training_table",

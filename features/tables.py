@@ -196,3 +196,13 @@ def training_table(
 def scoring_table(warehouse: Path, as_of: Month, settings: Settings) -> pd.DataFrame:
     """In-scope households at `as_of` with their features (and group columns)."""
     return _run(warehouse, [as_of.end], settings, "scoring")
+
+
+def labelled_table(
+    warehouse: Path, months: list[Month], settings: Settings, known_by: Month,
+) -> pd.DataFrame:
+    """In-scope households x `months` (any, in one read per county): features, group
+    columns and labels from monitoring events reported by `known_by`; a month whose
+    horizon + allowance has not passed by then has partial labels (monitoring/)."""
+    ends = sorted({m.end for m in months})
+    return _run(warehouse, ends, settings, "training", known_by=known_by.end)

@@ -43,6 +43,8 @@ class MonthlySummary:
     silent_feeds: list[str] = field(default_factory=list)  # nothing new for the as-of month
     # Visits per township against the province-wide top k (capacity_by_township.csv)
     capacity: CapacityReport | None = None
+    monitor: str = ""  # the monitor's recommendation line and its report file
+    monitor_warning: str = ""  # why the monitor failed (the month's work stands)
 
 
 def champion_as_of(settings: Settings) -> Month | None:
@@ -150,4 +152,23 @@ def run_monthly(
     if len(scored):
         alerted = scored[scored["alerted"].to_numpy()]
         summary.top = alerted.sort_values("risk", ascending=False).head(5)
+    summary.monitor, summary.monitor_warning = monitor_after_scoring(settings, as_of)
     return summary
+
+
+def monitor_after_scoring(settings: Settings, as_of: Month) -> tuple[str, str]:
+    """(the monitor's recommendation line, "") or ("", a warning line). The monitor reads
+    what the month wrote and writes only its report: its failure must not undo or hide the
+    month's alerts and sheets, which are already stored, so it is reported, not raised."""
+    import logging
+
+    from monitoring.monitor import monitor_month
+
+    try:
+        report, files = monitor_month(settings, as_of)
+    except Exception as err:  # any failure: the month's work stands (one line, no traceback)
+        logging.getLogger(__name__).debug("monitor failed", exc_info=True)
+        first = (str(err).splitlines() or [""])[0][:300]
+        return "", (f"monitor failed ({type(err).__name__}: {first}); the month's work stands: "
+                    f"rerun `doudi monitor --as-of {as_of}`")
+    return f"{report.recommendation.line()} -> {files[0]}", ""

@@ -35,6 +35,10 @@ def _print(summary: MonthlySummary) -> None:
         f"  one chain of help: {summary.possible_duplicates} possible duplicate assistance, "
         f"{summary.possible_omissions} possible omission(s) -> {summary.report_dir}"
     )
+    if summary.monitor:
+        typer.echo(f"  monitor: {summary.monitor}")
+    if summary.monitor_warning:
+        typer.echo(f"  WARNING: {summary.monitor_warning}")
     if summary.top is not None and len(summary.top):
         typer.echo("  top alerts (pseudonymous keys; caseworker sheets carry household numbers):")
         for _, row in summary.top.iterrows():
