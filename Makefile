@@ -39,6 +39,7 @@ serve: install  ## the scoring API (docs/api.md) on HOST:PORT; DOUDI_HOME defaul
 	DOUDI_HOME="$${DOUDI_HOME:-$(DEMO_DIR)/home}" .venv/bin/doudi serve --host $(HOST) --port $(PORT)
 
 test: install  ## lint, types, then the whole suite (PostgreSQL tests use 127.0.0.1:5432)
+	@$(MAKE) --no-print-directory system-deps || echo "warning: could not install $(SYSTEM_PACKAGES): tests that need them skip or fail"
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 	.venv/bin/python -m pytest -n 2 -q
