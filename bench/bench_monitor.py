@@ -1,16 +1,24 @@
-"""Benchmark: `doudi monitor` on a workspace's month, and its PSI against pandas' qcut.
+"""Benchmark: `doudi monitor` on a workspace's month, what it reuses, and its PSI against
+pandas' qcut.
 
     .venv/bin/python bench/bench_monitor.py --home <workspace COPY> --as-of 2025-12
 
-1. The whole monitor (`monitoring.monitor.monitor_month`: one warehouse read for the
-   reference, window and as-of months, per-month scoring, SHAP samples, the alert store,
-   the report files and the MLflow run), each repeat in a fresh process: wall time and
-   peak memory (the process and its feature workers, ru_maxrss).
+1. The whole monitor (`monitoring.monitor.monitor_month`: labels of the window, features
+   where needed, margins, SHAP samples, the alert store, the report files, the MLflow run),
+   each repeat in a fresh process: wall time and peak memory (the process and its feature
+   workers, ru_maxrss), in three states of the workspace, in this order:
+   - `recompute`: no prediction log and no reference profile (what the monitor did before
+     it reused anything: every month's features and predictions);
+   - `after_first_monthly`: the state `doudi monthly` leaves in a new workspace: the as-of
+     month's prediction log only, no profile (each repeat deletes the profile first);
+   - `steady`: every window month scored by `doudi score` (as monthly runs would have done;
+     done here first with `serving.scoring.score_month`, timed apart) and the profile kept.
 2. The drift step alone on the same two matrices (reference months vs the as-of month, the
    champion's encoding): `monitoring.drift.feature_drift` against the obvious pandas
    version (`pd.qcut` of the reference per feature, `pd.cut` of the month, value_counts,
    missing as its own bin), the largest PSI difference between the two.
-Timings are medians of `--repeats`. The monitor writes reports/ and an MLflow run: use a copy.
+Timings are medians of `--repeats`. The bench writes logs, the cache, reports/, alerts of
+past months and MLflow runs: use a copy of the workspace and of its MLflow store.
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -103,29 +113,79 @@ def _drift_comparison(as_of: str, repeats: int) -> dict[str, object]:
             "features_differing_by_0.01": int((difference > 0.01).sum())}
 
 
+def _monitor_runs(args: argparse.Namespace, before_each: Callable[[], None] = lambda: None,
+                  ) -> dict[str, object]:
+    runs = []
+    for _ in range(args.repeats):
+        before_each()
+        done = subprocess.run([sys.executable, __file__, "--child", "--home", str(args.home),
+                               "--as-of", args.as_of], capture_output=True, text=True,
+                              check=True, cwd=ROOT)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(runs[-1], ensure_ascii=False), flush=True)
+    return {"seconds_median": round(statistics.median(r["seconds"] for r in runs), 1),
+            "seconds": [round(r["seconds"], 1) for r in runs],
+            "peak_gb_median": round(statistics.median(r["peak_gb"] for r in runs), 2),
+            "recommendation": runs[-1]["recommendation"]}
+
+
+def _score_window(as_of: str) -> dict[str, object]:
+    """`doudi score` for every window month without a prediction log (what monthly runs
+    leave behind), timed per month."""
+    from doudi.months import Month
+    from doudi.settings import Settings
+    from serving.predictions import read_predictions
+    from serving.scoring import score_month
+
+    settings = Settings()
+    month = Month.parse(as_of)
+    horizon = settings.horizon_months + settings.label_allowance_months
+    first = month - horizon - settings.monitor.calibration_months + 1
+    seconds = []
+    for past in first.through(month):
+        if read_predictions(settings, past) is None:
+            started = time.perf_counter()
+            score_month(settings, past)
+            seconds.append(time.perf_counter() - started)
+    return {"months_scored": len(seconds),
+            "score_s_median": round(statistics.median(seconds), 1) if seconds else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True, help="A workspace COPY.")
     parser.add_argument("--as-of", required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--states", default="recompute,after_first_monthly,steady")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ["DOUDI_HOME"] = str(args.home)
     if args.child:
         _child(args.as_of)
         return
-    runs = []
-    for _ in range(args.repeats):
-        done = subprocess.run([sys.executable, __file__, "--child", "--home", str(args.home),
-                               "--as-of", args.as_of], capture_output=True, text=True,
-                              check=True, cwd=ROOT)
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(runs[-1], ensure_ascii=False), flush=True)
-    print(json.dumps({
-        "monitor_s_median": statistics.median(r["seconds"] for r in runs),
-        "monitor_s": [round(r["seconds"], 1) for r in runs],
-        "peak_gb_median": statistics.median(r["peak_gb"] for r in runs),
-        "drift": _drift_comparison(args.as_of, args.repeats)}, indent=1))
+    predictions, cache = args.home / "predictions", args.home / "cache"
+    aside = args.home / "predictions.bench-aside"
+    states = args.states.split(",")
+    found: dict[str, object] = {}
+
+    def no_profile() -> None:
+        shutil.rmtree(cache, ignore_errors=True)
+
+    if "recompute" in states:
+        predictions.rename(aside) if predictions.exists() else aside.mkdir()
+        try:
+            found["recompute"] = _monitor_runs(args, no_profile)
+        finally:
+            shutil.rmtree(predictions, ignore_errors=True)
+            aside.rename(predictions)
+    if "after_first_monthly" in states:
+        found["after_first_monthly"] = _monitor_runs(args, no_profile)
+    if "steady" in states:
+        found["scoring_the_window"] = _score_window(args.as_of)
+        _monitor_runs(argparse.Namespace(**{**vars(args), "repeats": 1}))  # keeps the profile
+        found["steady"] = _monitor_runs(args)
+    found["drift"] = _drift_comparison(args.as_of, args.repeats)
+    print(json.dumps(found, indent=1, ensure_ascii=False))
 
 
 if __name__ == "__main__":

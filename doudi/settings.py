@@ -330,6 +330,16 @@ class Settings(BaseSettings):
     def reports_dir(self) -> Path:
         return self.home / "reports"
 
+    @property
+    def predictions_dir(self) -> Path:
+        """Every scored household's risk per month (serving/predictions.py)."""
+        return self.home / "predictions"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Derived data that can be rebuilt from the warehouse and the registry."""
+        return self.home / "cache"
+
     def tracking_uri(self) -> str:
         """An absolute tracking URI (MLflow's own default is relative to the cwd)."""
         if self.mlflow_tracking_uri:

@@ -100,6 +100,23 @@ def latest_delivered_month(warehouse: Path) -> Month | None:
     return latest
 
 
+def fingerprint_through(warehouse: Path, last: Month) -> str:
+    """A digest of every warehouse file reported by `last` (path, size, modification time):
+    what anything computed point in time as of `last` or earlier can have read. Ingest only
+    adds partitions of later months, so it stays the same until a file reported by `last`
+    is written or removed (a late re-ingest of an old month changes it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(warehouse).glob(f"*/{COUNTY_DIR_PREFIX}*/{MONTH_DIR_PREFIX}*/*")):
+        if month_of(path.parent) > str(last):
+            continue
+        stat = path.stat()
+        digest.update(f"{path.relative_to(warehouse)}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+                      .encode())
+    return digest.hexdigest()[:32]
+
+
 def feed_dir(warehouse: Path, feed_name: str) -> Path:
     return warehouse / feed_name
 

@@ -8,6 +8,7 @@ training or serving. Public API:
 - `training_table(warehouse, model_month, settings, from_month=None)`.
 - `scoring_table(warehouse, as_of, settings)`.
 - `labelled_table(warehouse, months, settings, known_by)`: any months, labels known by then.
+- `labels_table(warehouse, months, settings, known_by)`: the same without features (cheap).
 - `current_assistance(warehouse, as_of)`: who receives which assistance at T.
 - `feature_names()`, `FEATURES` (`registry.FeatureDefinition`s), `REGISTRY_VERSION`.
 """
@@ -27,6 +28,7 @@ from features.tables import (
     build_features_range,
     build_labels,
     labelled_table,
+    labels_table,
     mature_months,
     scoring_table,
     training_table,
@@ -45,6 +47,7 @@ __all__ = [
     "feature_names",
     "group_column_names",
     "labelled_table",
+    "labels_table",
     "mature_months",
     "scoring_table",
     "training_table",

@@ -146,10 +146,11 @@ def history_from_frames(
 
 
 def load_county(
-    warehouse: Path, county: str, first_as_of: date, upto: date
+    warehouse: Path, county: str, first_as_of: date, upto: date,
+    feeds: Iterable[str] = FEED_NAMES,
 ) -> CountyHistory:
-    """Every feed's rows for `county` reported by `upto`; windowed feeds only as far back
-    as the earliest as-of month's longest window needs."""
+    """`feeds`' rows for `county` reported by `upto` (the others empty); windowed feeds
+    only as far back as the earliest as-of month's longest window needs."""
     since_month = month_index(first_as_of) - HISTORY_MONTHS + 1 - 3
     since = date(1970 + since_month // 12, since_month % 12 + 1, 1)
     with duckdb.connect() as con:
@@ -158,7 +159,7 @@ def load_county(
         frames = {
             name: load_rows(warehouse, name, county, upto,
                             since if name in WINDOWED_FEEDS else None, con=con, sort=False)
-            for name in FEED_NAMES
+            for name in FEED_NAMES if name in set(feeds)
         }
     # sorting on integer-coded keys is far cheaper than DuckDB sorting pseudonym strings
     return history_from_frames(county, frames)

@@ -23,6 +23,12 @@ from features.county import CountyHistory, dates, is_one_of, roster_at
 LABEL_COLUMNS: tuple[str, ...] = ("label", *(f"label_{r}" for r in RISK_TYPES))
 
 
+# What labels and scope read (roster_at: households, persons): a labels-only task loads
+# these feeds and leaves the other ten empty.
+LABEL_FEEDS: tuple[str, ...] = ("households", "persons", "social_assistance",
+                                "monitoring_events")
+
+
 def under_monitoring(events: VersionedFeed, as_of: date) -> set[int]:
     """Households whose last monitoring event known at T is `identified`."""
     known = events.as_of(as_of)

@@ -291,6 +291,15 @@ def _version() -> str:
 REGISTRY_VERSION: str = _version()
 
 
+def code_version() -> str:
+    """A digest of the features package's source and registry: anything kept from earlier
+    feature output (the monitor's reference profile) is stale when it changes."""
+    digest = hashlib.sha256()
+    for path in [*sorted(REGISTRY_FILE.parent.glob("*.py")), REGISTRY_FILE]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _check() -> None:
     """Fail at import on a malformed registry: duplicate names, a value outside its field's
     choices (feed, hardship, dtype, missing, window), an absence text where NaN is not a

@@ -22,6 +22,7 @@ from typing import Literal
 
 import pandas as pd
 
+from doudi.contract import FEED_NAMES
 from doudi.errors import UserError
 from doudi.months import Month
 from doudi.settings import Settings
@@ -29,7 +30,7 @@ from doudi.warehouse import month_of
 from features.asof import counties, month_range, partition_files
 from features.build import county_features, output_columns
 from features.county import load_county
-from features.labels import LABEL_COLUMNS, county_labels
+from features.labels import LABEL_COLUMNS, LABEL_FEEDS, county_labels
 
 log = logging.getLogger(__name__)
 Task = Literal["features", "labels", "training", "scoring"]
@@ -41,7 +42,8 @@ def _county_task(
 ) -> pd.DataFrame:
     """All requested months for one county (a pure function of the warehouse)."""
     upto = max(known_by or months[-1], months[-1])
-    history = load_county(warehouse, county, months[0], upto)
+    history = load_county(warehouse, county, months[0], upto,
+                          feeds=LABEL_FEEDS if task == "labels" else FEED_NAMES)
     frames = []
     for as_of in months:
         if task == "labels":
@@ -196,6 +198,15 @@ def training_table(
 def scoring_table(warehouse: Path, as_of: Month, settings: Settings) -> pd.DataFrame:
     """In-scope households at `as_of` with their features (and group columns)."""
     return _run(warehouse, [as_of.end], settings, "scoring")
+
+
+def labels_table(
+    warehouse: Path, months: list[Month], settings: Settings, known_by: Month,
+) -> pd.DataFrame:
+    """Roster households x `months`: scope and labels from monitoring events reported by
+    `known_by` (only the feeds labels read: cheap next to features)."""
+    return _run(warehouse, sorted({m.end for m in months}), settings, "labels",
+                known_by=known_by.end)
 
 
 def labelled_table(

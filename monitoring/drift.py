@@ -11,6 +11,7 @@ index stays finite.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -58,25 +59,61 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.append(counts, missing.sum())
 
 
+@dataclass(frozen=True)
+class Histogram:
+    """A reference variable binned: inner `edges` and `counts` per bin, missing last."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def missing_share(self) -> float:
+        total = float(self.counts.sum())
+        return float(self.counts[-1]) / total if total else float("nan")
+
+    def psi(self, current: np.ndarray) -> float:
+        """The PSI of `current` against this reference, over its bins."""
+        return psi(self.counts, bin_counts(current, self.edges))
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"edges": self.edges.tolist(), "counts": self.counts.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[float]]) -> Histogram:
+        return cls(np.asarray(data["edges"], dtype=np.float64),
+                   np.asarray(data["counts"], dtype=np.float64))
+
+
+def histogram(reference: np.ndarray, bins: int = QUANTILE_BINS) -> Histogram:
+    """`reference` binned by its own quantiles plus a missing bin."""
+    edges = quantile_edges(reference, bins)
+    return Histogram(edges, bin_counts(reference, edges))
+
+
 def column_psi(reference: np.ndarray, current: np.ndarray, bins: int = QUANTILE_BINS) -> float:
     """PSI of one variable, binned by the reference's quantiles plus a missing bin."""
-    edges = quantile_edges(reference, bins)
-    return psi(bin_counts(reference, edges), bin_counts(current, edges))
+    return histogram(reference, bins).psi(current)
 
 
-def feature_drift(reference: np.ndarray, current: np.ndarray, names: Sequence[str], *,
-                  moderate: float, major: float) -> pd.DataFrame:
-    """Per column of two (rows, features) float matrices (the model's encoding: a
-    categorical is its level code, an unknown level is missing): feature, psi, band,
-    missing_ref, missing_now."""
+def histograms(reference: np.ndarray) -> list[Histogram]:
+    """One `Histogram` per column of a (rows, features) float matrix."""
     ref = np.asarray(reference, dtype=np.float64)
+    return [histogram(ref[:, j]) for j in range(ref.shape[1])]
+
+
+def feature_drift(reference: np.ndarray | Sequence[Histogram], current: np.ndarray,
+                  names: Sequence[str], *, moderate: float, major: float) -> pd.DataFrame:
+    """Per column of (rows, features) float matrices (the model's encoding: a categorical is
+    its level code, an unknown level is missing), the reference as a matrix or its
+    `histograms`: feature, psi, band, missing_ref, missing_now."""
+    ref = histograms(reference) if isinstance(reference, np.ndarray) else list(reference)
     now = np.asarray(current, dtype=np.float64)
-    values = [column_psi(ref[:, j], now[:, j]) for j in range(len(names))]
+    values = [ref[j].psi(now[:, j]) for j in range(len(names))]
     return pd.DataFrame({
         "feature": list(names),
         "psi": values,
         "band": [band(v, moderate, major) for v in values],
-        "missing_ref": np.isnan(ref).mean(axis=0) if len(ref) else np.nan,
+        "missing_ref": [h.missing_share for h in ref],
         "missing_now": np.isnan(now).mean(axis=0) if len(now) else np.nan,
     })
 

@@ -20,7 +20,9 @@ logs them to the experiment `doudi-monitor-<workspace>`. docs/monitoring.md.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,7 @@ from monitoring import drift, performance
 if TYPE_CHECKING:
     from doudi.model_artifact import ModelArtifact
 
+log = logging.getLogger(__name__)
 FEATURE_DRIFT_COLUMNS = ["feature", "label_zh", "psi", "band", "missing_ref", "missing_now",
                          "mean_abs_shap_ref", "mean_abs_shap_now"]
 TOWNSHIP_COLUMNS = ["township_code", "township_name", "in_scope", "alerts", "rate"]
@@ -89,6 +92,22 @@ class MonitorReport:
             "performance": rows(self.performance),
         }
 
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> MonitorReport:
+        """The inverse of `to_json` (the report file `doudi report` reuses)."""
+        advice, psi = saved["recommendation"], saved.get("score_psi")
+        return cls(
+            as_of=Month.parse(saved["as_of"]), model_version=str(saved["model_version"]),
+            reference=str(saved.get("reference", "")),
+            feature_drift=pd.DataFrame(saved["feature_drift"]),
+            score_psi=math.nan if psi is None else float(psi),
+            score_band=str(saved["score_band"]),
+            township_alerts=pd.DataFrame(saved["township_alerts"]),
+            calibration_bands=pd.DataFrame(saved["calibration_bands"]),
+            performance=pd.DataFrame(saved["performance"]),
+            recommendation=Recommendation(bool(advice["retrain"]), tuple(advice["reasons"])),
+        )
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
@@ -110,11 +129,84 @@ class _Model:
     trained_as_of: Month
 
 
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """The champion's drift reference, binned: per feature and for the score, the reference
+    months' histogram (`drift.Histogram`), and mean |SHAP| on a sample of their rows.
+
+    A pure function of the champion, its reference months, the settings that shape it and
+    the warehouse files reported by the last of them (point in time: later deliveries
+    cannot change it), so it is computed once per champion and kept in
+    <home>/cache/monitor/, keyed by all of those (`key`): anything else recomputes it."""
+
+    key: dict[str, Any]
+    rows: int
+    features: list[drift.Histogram]
+    score: drift.Histogram
+    mean_abs_shap: np.ndarray
+
+    FORMAT = 1
+
+    @staticmethod
+    def _key(settings: Settings, champion: _Model, months: list[Month]) -> dict[str, Any]:
+        from doudi.warehouse import fingerprint_through
+        from features.registry import code_version
+
+        return {"format": ReferenceProfile.FORMAT, "model": champion.label,
+                "feature_code": code_version(),
+                "months": [str(m) for m in months], "bins": drift.QUANTILE_BINS,
+                "shap_rows": settings.monitor.shap_rows,
+                "features": list(champion.artifact.feature_names),
+                "warehouse": fingerprint_through(settings.warehouse_dir, months[-1])}
+
+    @staticmethod
+    def path(settings: Settings, model_label: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model_label)
+        return settings.cache_dir / "monitor" / f"reference-{safe}.json"
+
+    @classmethod
+    def cached(cls, settings: Settings, champion: _Model,
+               months: list[Month]) -> ReferenceProfile | None:
+        path = cls.path(settings, champion.label)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if data.get("key") != cls._key(settings, champion, months):
+            return None
+        return cls(key=data["key"], rows=int(data["rows"]),
+                   features=[drift.Histogram.from_json(h) for h in data["features"]],
+                   score=drift.Histogram.from_json(data["score"]),
+                   mean_abs_shap=np.asarray(data["mean_abs_shap"], dtype=np.float64))
+
+    @classmethod
+    def build(cls, settings: Settings, champion: _Model, months: list[Month],
+              rows: pd.DataFrame) -> ReferenceProfile:
+        """From the reference months' rows; kept for the next run (replaced whole)."""
+        artifact, threads = champion.artifact, settings.workers
+        ref_x = artifact.encode(rows)
+        sample = ref_x[drift.sample_rows(len(ref_x), settings.monitor.shap_rows)]
+        profile = cls(
+            key=cls._key(settings, champion, months), rows=len(ref_x),
+            features=drift.histograms(ref_x),
+            score=drift.histogram(artifact.raw_margin(rows, num_threads=threads)),
+            mean_abs_shap=drift.mean_abs_contributions(
+                artifact.contributions(sample, num_threads=threads)))
+        path = cls.path(settings, champion.label)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _replace(path, json.dumps({
+            "key": profile.key, "rows": profile.rows,
+            "features": [h.to_json() for h in profile.features],
+            "score": profile.score.to_json(),
+            "mean_abs_shap": profile.mean_abs_shap.tolist()}).encode("utf-8"))
+        return profile
+
+
 def run_monitor(settings: Settings, as_of: Month) -> MonitorReport:
     """Drift, calibration, performance and the recommendation for month `as_of`; a
     one-line UserError without a champion, or for a month not delivered yet."""
     from doudi.months import require_not_future
-    from features import labelled_table
+    from features import labelled_table, labels_table
     from features.asof import require_delivered
     from features.tables import first_roster_month
 
@@ -124,37 +216,54 @@ def run_monitor(settings: Settings, as_of: Month) -> MonitorReport:
     champion = models.champion
     horizon = settings.horizon_months + settings.label_allowance_months
     first = first_roster_month(settings.warehouse_dir)
-    reference = [m for m in _months_to(champion.trained_as_of - horizon,
-                                       settings.monitor.reference_months) if m >= first]
+    reference_months = [m for m in _months_to(champion.trained_as_of - horizon,
+                                              settings.monitor.reference_months) if m >= first]
     final_last = as_of - horizon
     window = [m for m in (final_last - settings.monitor.calibration_months + 1).through(as_of)
               if m >= first]
-    if not reference:
+    if not reference_months:
         raise UserError(f"the champion {champion.label} has no training month in the warehouse")
-    table = labelled_table(settings.warehouse_dir, sorted({*reference, *window}), settings,
+
+    # Labels of the whole window (a cheap read); features only where nothing else will do:
+    # the month itself (drift), the reference unless its profile is cached, and the months
+    # whose prediction log is missing or from another model (docs/monitoring.md "Cost").
+    labels = labels_table(settings.warehouse_dir, window, settings, known_by=as_of)
+    labels = labels[labels["in_scope"].to_numpy()].reset_index(drop=True)
+    reference = ReferenceProfile.cached(settings, champion, reference_months)
+    margins = _Margins(settings, settings.workers)
+    for month in window:
+        margins.use_log(month, models.at(month), _keys(labels, month))
+    feature_months = {as_of, *([] if reference else reference_months),
+                      *(m for m in window if not margins.logged(m))}
+    log.info("monitor %s: features of %s; margins from the prediction log for %s; "
+             "reference profile %s", as_of, ", ".join(str(m) for m in sorted(feature_months)),
+             ", ".join(str(m) for m in window if margins.logged(m)) or "no month",
+             "kept" if reference else "computed")
+    table = labelled_table(settings.warehouse_dir, sorted(feature_months), settings,
                            known_by=as_of)
     month_of = pd.to_datetime(table["as_of"]).dt.date.to_numpy()
-    ref_rows = table[pd.Series(month_of).isin({m.end for m in reference}).to_numpy()]
     now_rows = table[month_of == as_of.end]
     if now_rows.empty:
         raise UserError(f"no in-scope household in the warehouse as of {as_of}")
+    margins.use_features(table, month_of)
+    if reference is None:
+        ref_rows = table[pd.Series(month_of).isin({m.end for m in reference_months}).to_numpy()]
+        reference = ReferenceProfile.build(settings, champion, reference_months, ref_rows)
 
     verdicts, alerts = _store_frames(settings)
-    label = _with_verdicts(table, verdicts)
-    margins = _Margins(table, month_of, settings.workers)
-    feature_table = _drift(champion.artifact, ref_rows, now_rows, settings)
-    score_psi = drift.column_psi(
-        np.concatenate([margins.of(champion, m) for m in reference]),
-        margins.of(champion, as_of))
+    label = _with_verdicts(labels, verdicts)
+    feature_table = _drift(champion.artifact, reference, now_rows, settings)
+    score_psi = reference.score.psi(margins.of(champion, as_of, _keys(labels, as_of)))
     labels_zh = {f.name: f.label_zh for f in _features()}
     feature_table.insert(1, "label_zh", [labels_zh.get(n, n) for n in feature_table["feature"]])
-    bands, perf = _month_by_month(margins, label, window, models, as_of, settings)
+    bands, perf = _month_by_month(margins, labels, label, window, models, as_of, settings)
     score_band = drift.band(score_psi, settings.monitor.psi_moderate, settings.monitor.psi_major)
     report = MonitorReport(
         as_of=as_of,
         model_version=champion.label,
-        reference=(f"{reference[0]}..{reference[-1]}: {len(ref_rows):,} household-months, "
-                   f"training months of {champion.label} (as of {champion.trained_as_of})"),
+        reference=(f"{reference_months[0]}..{reference_months[-1]}: {reference.rows:,} "
+                   f"household-months, training months of {champion.label} "
+                   f"(as of {champion.trained_as_of})"),
         feature_drift=feature_table[FEATURE_DRIFT_COLUMNS],
         score_psi=score_psi,
         score_band=score_band,
@@ -164,6 +273,12 @@ def run_monitor(settings: Settings, as_of: Month) -> MonitorReport:
         recommendation=Recommendation(False, ()),
     )
     return _with_recommendation(report, champion.trained_as_of, settings)
+
+
+def _keys(labels: pd.DataFrame, month: Month) -> np.ndarray:
+    """The in-scope households of `month`, in the labels' order."""
+    rows = pd.to_datetime(labels["as_of"]).dt.date.to_numpy() == month.end
+    return labels["household_key"].astype(str).to_numpy()[rows]
 
 
 def _months_to(last: Month, count: int) -> list[Month]:
@@ -219,22 +334,47 @@ class _Models:
 
 
 class _Margins:
-    """Each (model, month)'s margins, predicted once: the champion's reference and as-of
-    months serve the score's PSI and, when in the window, its calibration too."""
+    """Each (model, month)'s margins by household: from the month's prediction log when the
+    model in production then wrote it and it covers every household, else predicted once
+    from the features (the champion's as-of month serves the score's PSI and calibration)."""
 
-    def __init__(self, table: pd.DataFrame, month_of: np.ndarray, threads: int) -> None:
-        self._table, self._month_of, self._threads = table, month_of, threads
-        self._found: dict[tuple[str, Month], np.ndarray] = {}
+    def __init__(self, settings: Settings, threads: int) -> None:
+        self._settings, self._threads = settings, threads
+        self._found: dict[tuple[str, Month], pd.Series] = {}
+        self._table: pd.DataFrame | None = None
+        self._month_of: np.ndarray | None = None
 
-    def rows(self, month: Month) -> np.ndarray:
-        return np.asarray(self._month_of == month.end)
+    def use_log(self, month: Month, model: _Model, keys: np.ndarray) -> None:
+        from serving.predictions import read_predictions
 
-    def of(self, model: _Model, month: Month) -> np.ndarray:
+        log = read_predictions(self._settings, month)
+        if log is None or len(keys) == 0 or set(log["model_version"]) != {model.label}:
+            return
+        margin = pd.Series(log["margin"].to_numpy(), index=log["household_key"].astype(str))
+        if not margin.index.is_unique or not pd.Index(keys).isin(margin.index).all():
+            return  # scored before a late delivery changed the month's scope: predict again
+        self._found[(model.label, month)] = margin
+
+    def logged(self, month: Month) -> bool:
+        return any(m == month for _, m in self._found)
+
+    def use_features(self, table: pd.DataFrame, month_of: np.ndarray) -> None:
+        self._table, self._month_of = table, month_of
+
+    def of(self, model: _Model, month: Month, keys: np.ndarray) -> np.ndarray:
+        """Margins of `keys` (households in scope in `month`), in their order."""
         key = (model.label, month)
         if key not in self._found:
-            rows = self._table[self.rows(month)]
-            self._found[key] = model.artifact.raw_margin(rows, num_threads=self._threads)
-        return self._found[key]
+            if self._table is None or self._month_of is None:
+                raise RuntimeError("margins asked before the features were read")
+            rows = self._table[self._month_of == month.end]
+            self._found[key] = pd.Series(
+                model.artifact.raw_margin(rows, num_threads=self._threads),
+                index=rows["household_key"].astype(str).to_numpy())
+        found = self._found[key].reindex(keys)
+        if found.isna().any():  # labels and features come from the same rules: a bug
+            raise RuntimeError(f"{found.isna().sum()} household(s) of {month} without margin")
+        return found.to_numpy()
 
 
 def _tag_month(tags: dict[str, str]) -> Month | None:
@@ -266,38 +406,35 @@ def _with_verdicts(table: pd.DataFrame, verdicts: pd.DataFrame) -> np.ndarray:
     return label
 
 
-def _drift(artifact: ModelArtifact, ref_rows: pd.DataFrame, now_rows: pd.DataFrame,
+def _drift(artifact: ModelArtifact, reference: ReferenceProfile, now_rows: pd.DataFrame,
            settings: Settings) -> pd.DataFrame:
     """The feature drift table (without label_zh): PSI, missing shares, mean |SHAP|."""
-    threads = settings.workers
-    ref_x, now_x = artifact.encode(ref_rows), artifact.encode(now_rows)
-    table = drift.feature_drift(ref_x, now_x, artifact.feature_names,
+    now_x = artifact.encode(now_rows)
+    table = drift.feature_drift(reference.features, now_x, artifact.feature_names,
                                 moderate=settings.monitor.psi_moderate,
                                 major=settings.monitor.psi_major)
-    size = settings.monitor.shap_rows
-    ref_sample = ref_x[drift.sample_rows(len(ref_x), size)]
-    now_sample = now_x[drift.sample_rows(len(now_x), size)]
-    table["mean_abs_shap_ref"] = drift.mean_abs_contributions(
-        artifact.contributions(ref_sample, num_threads=threads))
+    now_sample = now_x[drift.sample_rows(len(now_x), settings.monitor.shap_rows)]
+    table["mean_abs_shap_ref"] = reference.mean_abs_shap
     table["mean_abs_shap_now"] = drift.mean_abs_contributions(
-        artifact.contributions(now_sample, num_threads=threads))
+        artifact.contributions(now_sample, num_threads=settings.workers))
     return table
 
 
-def _month_by_month(margins: _Margins, label: np.ndarray, window: list[Month],
-                    models: _Models, as_of: Month, settings: Settings,
+def _month_by_month(margins: _Margins, labels: pd.DataFrame, label: np.ndarray,
+                    window: list[Month], models: _Models, as_of: Month, settings: Settings,
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Calibration bands and performance rows for every month of the window."""
     from serving.capacity import province_capacity
 
     horizon = settings.horizon_months + settings.label_allowance_months
     bands, perf = [], []
+    month_of = pd.to_datetime(labels["as_of"]).dt.date.to_numpy()
     for month in window:
-        rows = margins.rows(month)
+        rows = month_of == month.end
         if not rows.any():
             continue
         model = models.at(month)
-        risk = model.artifact.calibrator.apply(margins.of(model, month))
+        risk = model.artifact.calibrator.apply(margins.of(model, month, _keys(labels, month)))
         y = label[rows]
         final = month + horizon <= as_of
         share = min(1.0, (as_of - month) / horizon)
@@ -429,7 +566,7 @@ def write_report(report: MonitorReport, settings: Settings) -> tuple[Path, Path]
 
 
 def _replace(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # two runs never share one
     partial.write_bytes(data)
     partial.replace(path)
 

@@ -12,14 +12,11 @@ Written to <home>/reports/report-<YYYY-MM>.html (0600, atomic) and logged to MLf
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pandas as pd
 
 from doudi.errors import UserError
 from doudi.months import Month
@@ -104,7 +101,7 @@ def render(data: ReportData, monitor: MonitorReport | None, failure: str = "") -
 def stored_monitor(settings: Settings, as_of: Month, model_version: str) -> MonitorReport | None:
     """The month's monitor report as `doudi monitor` / `doudi monthly` wrote it
     (reports/monitor-<YYYY-MM>.json), when it exists and judged `model_version`; else None."""
-    from monitoring.monitor import Recommendation, report_paths
+    from monitoring.monitor import report_paths
 
     path = report_paths(settings, as_of)[0]
     if not path.is_file():
@@ -112,17 +109,7 @@ def stored_monitor(settings: Settings, as_of: Month, model_version: str) -> Moni
     saved = json.loads(path.read_text(encoding="utf-8"))
     if saved.get("as_of") != str(as_of) or saved.get("model_version") != model_version:
         return None
-    advice = saved["recommendation"]
-    psi = saved.get("score_psi")
-    return MonitorReport(
-        as_of=as_of, model_version=model_version, reference=str(saved.get("reference", "")),
-        feature_drift=pd.DataFrame(saved["feature_drift"]),
-        score_psi=math.nan if psi is None else float(psi), score_band=str(saved["score_band"]),
-        township_alerts=pd.DataFrame(saved["township_alerts"]),
-        calibration_bands=pd.DataFrame(saved["calibration_bands"]),
-        performance=pd.DataFrame(saved["performance"]),
-        recommendation=Recommendation(bool(advice["retrain"]), tuple(advice["reasons"])),
-    )
+    return MonitorReport.from_json(saved)
 
 
 def _monitor(settings: Settings, as_of: Month,

@@ -459,6 +459,7 @@ def score_month(settings: Settings, as_of: Month, *, model_uri: str | None = Non
     the alerts' creation actor, reports/non-champion-scoring.jsonl)."""
     from features import scoring_table
     from features.asof import require_delivered
+    from serving.predictions import write_predictions
     from serving.store import open_store
 
     require_delivered(settings.warehouse_dir, as_of, allow_undelivered=allow_undelivered)
@@ -485,6 +486,7 @@ def score_month(settings: Settings, as_of: Month, *, model_uri: str | None = Non
             from serving.export import write_operator_export
 
             rows = write_operator_export(scored, out, settings, store)
+    write_predictions(settings, as_of, scored)  # after the store: the log of what was served
     warning = (_log_non_champion(settings, as_of, choice, version, added)
                if non_champion else None)
     allocation = capacity_report(

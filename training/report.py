@@ -27,23 +27,23 @@ def write_plots(result: FitResult, X_test: pd.DataFrame, out: Path, sample: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    names = _plot_names()
     curve = result.calibration_curve
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(6, 6), layout="constrained")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.plot(curve["mean_predicted"], curve["observed_rate"], marker="o")
     top = max(float(curve["mean_predicted"].max()), float(curve["observed_rate"].max()), 0.01)
     ax.set(xlim=(0, top * 1.05), ylim=(0, top * 1.05), xlabel="mean predicted probability",
-           ylabel="observed rate", title=f"Calibration, test block ({result.calibration['method']},"
-           f" {result.config.n_bins} equal-frequency bins)")
-    fig.tight_layout()
+           ylabel="observed rate",
+           title=f"Calibration, test block\n({result.calibration['method']}, "
+           f"{result.config.n_bins} equal-frequency bins)")
     fig.savefig(out / "calibration.png", dpi=100)
     plt.close(fig)
 
     imp = result.feature_importance.head(25).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(6, 7))
-    ax.barh(imp["feature"], imp["gain"])
+    fig, ax = plt.subplots(figsize=(8, 7), layout="constrained")
+    ax.barh([names.get(f, f) for f in imp["feature"]], imp["gain"])
     ax.set(xlabel="total gain", title="Feature importance (production model)")
-    fig.tight_layout()
     fig.savefig(out / "feature_importance.png", dpi=100)
     plt.close(fig)
 
@@ -51,7 +51,22 @@ def write_plots(result: FitResult, X_test: pd.DataFrame, out: Path, sample: int 
     rows = np.sort(rng.choice(len(X_test), min(sample, len(X_test)), replace=False))
     Xs = result.artifact.encode(X_test.iloc[rows])
     contrib = result.artifact.contributions(Xs)[:, :-1]
-    _shap_summary_plot(contrib, Xs, result.artifact.feature_names, out / "shap_summary.png")
+    _shap_summary_plot(contrib, Xs, [names.get(f, f) for f in result.artifact.feature_names],
+                       out / "shap_summary.png")
+
+
+def _plot_names() -> dict[str, str]:
+    """Feature -> "中文名 (name)" when matplotlib can draw Chinese here, else {} (the
+    names alone): a missing font must not stop a training run."""
+    from doudi.errors import UserError
+    from doudi.plotting import use_cjk_font
+    from features import FEATURES
+
+    try:
+        use_cjk_font()
+    except UserError:
+        return {}
+    return {f.name: f"{f.label_zh} ({f.name})" for f in FEATURES}
 
 
 def _shap_summary_plot(contrib: np.ndarray, values: np.ndarray, names: list[str], path: Path,
@@ -65,7 +80,7 @@ def _shap_summary_plot(contrib: np.ndarray, values: np.ndarray, names: list[str]
 
     order = np.argsort(-np.abs(contrib).mean(axis=0))[:max_display][::-1]
     rng = np.random.default_rng(0)
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(order) + 1.8), layout="constrained")
     for row, j in enumerate(order):
         v = pd.Series(values[:, j]).rank(pct=True).fillna(0.5).to_numpy()
         jitter = rng.uniform(-0.3, 0.3, len(v))
@@ -74,10 +89,9 @@ def _shap_summary_plot(contrib: np.ndarray, values: np.ndarray, names: list[str]
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(order)), [names[j] for j in order])
     ax.set(xlabel="SHAP value (contribution to the log-odds)",
-           title="SHAP summary (LightGBM pred_contrib), test-block sample")
+           title="SHAP summary (LightGBM pred_contrib)\ntest-block sample")
     if len(order):
         fig.colorbar(points, ax=ax, label="feature value percentile (missing = 0.5)")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
