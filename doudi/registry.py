@@ -50,6 +50,7 @@ FINGERPRINT_HEX = 12
 NAME_HEX = 8
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 _FINGERPRINT_MESSAGE = b"doudi-workspace"
+log = logging.getLogger(__name__)
 _URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[^/@]+))")
 
 
@@ -320,6 +321,14 @@ def _create_store(path: Path) -> None:
 
 
 # -- lookups ------------------------------------------------------------------------------------
+# MLflow's answers meaning "no such model, version or alias" (anything else: no answer)
+_NOT_THERE = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
+class RegistryUnreachableError(UserError):
+    """The registry gave no answer (down, refused, timed out): not "there is no model"."""
+
+
 def resolve(mlflow_client: MlflowClient, ref: ModelRef, ws: Workspace) -> ModelVersion:
     """The version `ref` points at, checked to be this workspace's."""
     from mlflow.exceptions import MlflowException
@@ -330,6 +339,11 @@ def resolve(mlflow_client: MlflowClient, ref: ModelRef, ws: Workspace) -> ModelV
         else:
             mv = mlflow_client.get_model_version(ref.name, str(ref.version))
     except MlflowException as err:
+        if err.error_code not in _NOT_THERE:  # the registry did not answer the question
+            raise RegistryUnreachableError(
+                f"cannot reach the model registry at {mlflow_client.tracking_uri} "
+                f"({err.error_code}): check DOUDI_MLFLOW_TRACKING_URI and that the "
+                "tracking server or database is up") from err
         raise UserError(
             f"no model at {ref.uri} in {mlflow_client.tracking_uri}: train one first "
             "(`doudi monthly` or `doudi train`), or pass another model "
@@ -447,6 +461,88 @@ def download(uri: str) -> Path:
     if not (local / "model.lgb").is_file() and (local / "model" / "model.lgb").is_file():
         local = local / "model"
     return local
+
+
+# -- the served model's local copy -----------------------------------------------------------
+SERVED_COPY = "served-model"  # under Settings.cache_dir
+
+
+@dataclass(frozen=True)
+class Served:
+    """The model the API serves: its artifact, registry label, and where it came from:
+    `None` when loaded from the registry now, else why the local copy stands in."""
+
+    artifact: ModelArtifact
+    label: str | None
+    fallback: str | None = None
+
+
+def load_served(uri: str, settings: Settings) -> Served:
+    """`load_model(uri)`, keeping a copy of what it loaded in <home>/cache/served-model/;
+    when the registry cannot be reached, the last copy instead (still checked to be this
+    workspace's). A refusal (another workspace's model, no champion) is not an outage: it
+    raises as before, and so does an outage with no copy yet."""
+    from doudi.model_artifact import load_artifact
+
+    copy = settings.cache_dir / SERVED_COPY
+    try:
+        mv = locate(uri, settings, what="the served model")
+        folder = Path(uri) if mv is None else download(
+            ModelRef(mv.name, version=str(mv.version)).uri)
+        label = None if mv is None else f"{mv.name}/{mv.version}"
+    except RegistryUnreachableError as err:
+        return _served_copy(copy, settings, err)
+    except UserError:
+        raise
+    except Exception as err:  # the registry's outage: a connection, a locked or lost store
+        return _served_copy(copy, settings, err)
+    artifact = load_artifact(folder)
+    check_meta(artifact.meta, workspace(settings), label or uri)
+    _keep_copy(folder, copy, uri, label)
+    return Served(artifact, label)
+
+
+def _served_copy(copy: Path, settings: Settings, outage: Exception) -> Served:
+    """The last kept copy, or `outage` raised again when there is none."""
+    from doudi.model_artifact import load_artifact
+
+    saved = copy / "served.json"
+    if not saved.is_file():
+        raise outage
+    record = json.loads(saved.read_text(encoding="utf-8"))
+    artifact = load_artifact(copy / "model")
+    check_meta(artifact.meta, workspace(settings), str(copy))
+    why = (f"registry unreachable ({type(outage).__name__}): serving the local copy of "
+           f"{record.get('label') or record.get('uri')} saved {record.get('saved_at')}")
+    log.warning("%s", why)
+    return Served(artifact, record.get("label"), why)
+
+
+def _keep_copy(folder: Path, copy: Path, uri: str, label: str | None) -> None:
+    """`folder` to `copy`/model with a served.json, replacing the last copy whole."""
+    import shutil
+    import tempfile
+    from datetime import UTC, datetime
+
+    record = copy / "served.json"
+    if record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("label") == label \
+            and label is not None:
+        return  # the same registered version: already kept
+    copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=copy.parent, prefix=f".{copy.name}."))
+    try:
+        shutil.copytree(folder, staging / "model")
+        (staging / "served.json").write_text(json.dumps({
+            "uri": uri, "label": label,
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds")}), encoding="utf-8")
+        old = copy.with_name(f".{copy.name}.old.{os.getpid()}")
+        if copy.exists():
+            copy.rename(old)
+        staging.rename(copy)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def check_folder(path: Path, ws: Workspace) -> None:
