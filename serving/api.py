@@ -13,6 +13,10 @@ BentoML layer on top; docs/api.md describes the HTTP side).
 - `model_info()`: what is being served.
 - `alerts(township, status, limit)`: the alert store's lifecycle view.
 
+Each answer takes an `area` (`serving.access.Area`; None: the whole province): a
+household outside it is answered exactly as an unknown one (listed in `missing`, a 404
+from `explain`, left out of `alerts`), and a month's counts and alert list are the area's.
+
 The model URI is re-resolved at most every `settings.api_model_refresh_seconds`; a new
 registry version (a new champion after the monthly retrain) is loaded and the cached
 month dropped.
@@ -32,7 +36,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +52,7 @@ from doudi.settings import Settings
 from doudi.warehouse import latest_delivered_month
 from ingest.pseudonyms import DIGEST_HEX, PREFIX
 from serving import scoring
+from serving.access import Area
 from serving.api_models import (
     DEFAULT_LIMIT,
     ApiError,
@@ -87,6 +92,7 @@ _PERSON_KEY = re.compile(rf"^{re.escape(PREFIX['person'])}[0-9a-f]{{{DIGEST_HEX}
 _ID_NUMBER = re.compile(r"^(\d{17}[\dXx]|\d{15})$")  # 居民身份证号码: GB 11643, old 15-digit
 _RAW_NUMBER = re.compile(r"^[0-9A-Za-z-]*\d{6}[0-9A-Za-z-]*$")  # 户编号-like: a long digit run
 _TOWNSHIP = re.compile(r"^\d{9}$")
+MAX_CACHED_AREAS = 1024  # areas whose alert lists a cached month keeps
 PSEUDONYMS_ONLY = (
     "the API takes household pseudonyms only (h_ followed by "
     f"{DIGEST_HEX} lowercase hex characters): raw identifiers never travel through it, "
@@ -170,6 +176,30 @@ class _Month:
     row_of: dict[str, int]
     alert_rows: list[int]  # alerted rows by rank
     seconds: float
+    # per area: (in-scope households, alerted rows by rank); filled on first use, bounded
+    by_area: dict[Area, tuple[int, list[int]]] = field(default_factory=dict)
+    per_township: dict[str, int] = field(default_factory=dict)  # in-scope households
+
+    def in_area(self, area: Area) -> tuple[int, list[int]]:
+        """(in-scope households, alerted rows by rank) of an area: its townships' counts
+        (one pass over the month, once) and the month's alerts filtered."""
+        found = self.by_area.get(area)
+        if found is None:
+            if not self.per_township:
+                counts: dict[str, int] = {}
+                for v in self.columns["village_code"]:
+                    counts[v[:9]] = counts.get(v[:9], 0) + 1
+                self.per_township.update(counts)
+            townships = {t for t in self.per_township if area.covers_township(t)}
+            villages = self.columns["village_code"]
+            found = (
+                sum(self.per_township[t] for t in townships),
+                [i for i in self.alert_rows if villages[i][:9] in townships],
+            )
+            if len(self.by_area) >= MAX_CACHED_AREAS:
+                self.by_area.clear()
+            self.by_area[area] = found  # two threads may both compute it: same answer
+        return found
 
 
 class RiskLookup:
@@ -323,21 +353,30 @@ class RiskLookup:
         household_keys: Sequence[str] | None = None,
         explain: bool = True,
         limit: int = DEFAULT_LIMIT,
+        *,
+        area: Area | None = None,
     ) -> ScoreResponse:
         """The month's alerted households by rank (no keys; at most `limit`), or the
-        requested households (reasons computed on demand for those not alerted)."""
+        requested households (reasons computed on demand for those not alerted); within
+        `area` (None: the province), whose households' counts the answer gives."""
         max_households = self.settings.api_max_households
         keys = None if household_keys is None else check_keys(household_keys, max_households)
         limit = _check_limit(limit, max_households)
         month = self._month_for(as_of)
+        area = None if area is None or area.whole else area
+        in_scope, alert_rows = (
+            (len(month.scored), month.alert_rows) if area is None else month.in_area(area)
+        )
         missing: list[str] = []
         if keys is None:
-            rows = month.alert_rows[:limit]
+            rows = alert_rows[:limit]
         else:
+            villages = month.columns["village_code"]
             rows = []
             for key in keys:
                 i = month.row_of.get(key)
-                if i is None:
+                # outside the area: exactly as unknown, so existence does not leak
+                if i is None or (area is not None and not area.covers(villages[i])):
                     missing.append(key)
                 else:
                     rows.append(i)
@@ -345,17 +384,20 @@ class RiskLookup:
         return ScoreResponse(
             as_of=as_of.end.isoformat(),
             model_version=month.model.version,
-            in_scope=len(month.scored),
-            alerted=len(month.alert_rows),
+            in_scope=in_scope,
+            alerted=len(alert_rows),
             households=[self._household(month, i, reasons.get(i, [])) for i in rows],
             missing=missing,
         )
 
-    def explain(self, as_of: Month, household_key: str) -> HouseholdRisk:
-        """One household with its reasons (up to settings.max_reasons), alerted or not."""
+    def explain(
+        self, as_of: Month, household_key: str, *, area: Area | None = None
+    ) -> HouseholdRisk:
+        """One household with its reasons (up to settings.max_reasons), alerted or not;
+        NotFoundError, the same for both, when it is unknown or outside `area`."""
         if not isinstance(household_key, str):
             raise BadRequestError("household_key must be one pseudonym (a string)")
-        response = self.score(as_of, [household_key], explain=True, limit=1)
+        response = self.score(as_of, [household_key], explain=True, limit=1, area=area)
         if not response.households:
             raise NotFoundError(f"household {household_key} is not in scope as of {response.as_of}")
         return response.households[0]
@@ -442,9 +484,15 @@ class RiskLookup:
 
     # -- the alert store -----------------------------------------------------------------
     def alerts(
-        self, township: str | None = None, status: str | None = None, limit: int = DEFAULT_LIMIT
+        self,
+        township: str | None = None,
+        status: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        *,
+        area: Area | None = None,
     ) -> list[dict[str, Any]]:
-        """Alerts in the store, newest first: the lifecycle state caseworkers update."""
+        """Alerts in the store, newest first: the lifecycle state caseworkers update; only
+        `area`'s (a township outside it: none, as a township without alerts)."""
         from serving.store import Status, list_alerts
 
         if township is not None and not (isinstance(township, str) and _TOWNSHIP.match(township)):
@@ -453,7 +501,13 @@ class RiskLookup:
         if status is not None and status not in statuses:
             raise BadRequestError(f"status must be one of {', '.join(statuses)}")
         limit = _check_limit(limit, self.settings.api_max_households)
-        frame = list_alerts(self._alert_store(), township=township, status=status).head(limit)
+        if area is not None and township is not None and not area.covers_township(township):
+            return []  # as for a township without alerts
+        frame = list_alerts(self._alert_store(), township=township, status=status)
+        if area is not None and not area.whole:
+            frame = frame.loc[np.array([area.covers(v) for v in frame["village_code"]],
+                                       dtype=bool)]
+        frame = frame.head(limit)
         out: list[dict[str, Any]] = []
         for record in frame.to_dict("records"):
             row = {str(k): v for k, v in record.items()}

@@ -8,9 +8,12 @@ A thin layer: each endpoint parses `as_of` into a `doudi.months.Month` (the edge
 endpoint raises as an ERROR with its stack; a 4xx is the caller's mistake, so
 `ClientErrorsInOneLine` turns those into one WARNING line (method, route, status, the
 field and rule; never the request's content). In front of the endpoints,
-`RequestGuard` takes JSON only (415) and bodies up to `settings.api_max_body_bytes` (413),
-and `BoundedMetricLabels` labels /metrics by route, never by the raw URL path (docs/api.md
-"Errors", "/metrics"). At import: the decorator, the middleware's registration and the
+`RequestGuard` checks the API key (401, 403; `serving.access`), takes JSON only (415) and
+bodies up to `settings.api_max_body_bytes` (413), and writes every endpoint request to the
+audit log; `BoundedMetricLabels` labels /metrics by route, never by the raw URL path
+(docs/api.md "Access", "Errors", "/metrics"). Each endpoint answers within its key's area
+(`RiskLookup`'s `area`) and notes the households asked and answered in the request's
+`AuditEntry`. At import: the decorator, the middleware's registration and the
 metrics class swap, nothing else; the model loads in `__init__`, inside the worker. Start it
 with `BENTOML_DO_NOT_TRACK=true`, `MLFLOW_DISABLE_TELEMETRY=true` and `BENTOML_HOME` in the
 workspace (`doudi serve` sets all three).
@@ -23,8 +26,10 @@ month again and hold a second copy). Sync endpoints run in up to `threads` threa
 
 import logging
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import bentoml
@@ -36,6 +41,7 @@ from pydantic_core import PydanticCustomError
 
 from doudi.errors import UserError
 from doudi.months import Month
+from serving.access import Area, AuditEntry, AuthError, KeyVerifier, Principal, allowed
 
 # Light imports only: `RiskLookup` (lightgbm, pandas, MLflow) loads in the worker.
 from serving.api_models import (
@@ -218,7 +224,15 @@ def bound_metric_labels() -> None:
     instruments.RunnerTrafficMetricsMiddleware = BoundedMetricLabels  # type: ignore[misc]
 
 
-async def _refuse(scope: Any, receive: Any, send: Any, status: int, why: str, message: str) -> None:
+async def _refuse(
+    scope: Any,
+    receive: Any,
+    send: Any,
+    status: int,
+    why: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Answer a refused request (one WARNING line, like BentoML's own 4xx) and close."""
     from starlette.responses import JSONResponse
 
@@ -227,14 +241,77 @@ async def _refuse(scope: Any, receive: Any, send: Any, status: int, why: str, me
         "%s %s -> %d (%s)", scope.get("method", "?"), path, status, why
     )
     # The body is left unread: close the connection rather than parse what follows it.
-    response = JSONResponse({"error": message}, status_code=status, headers={"connection": "close"})
+    response = JSONResponse(
+        {"error": message}, status_code=status, headers={"connection": "close", **(headers or {})}
+    )
     await response(scope, receive, send)
+
+
+# -- access: the key check and the audit log ---------------------------------------------------
+_AUDIT = "doudi.audit"  # scope key: the request's AuditEntry (with its verified Principal)
+_CHALLENGE = {"www-authenticate": 'Bearer realm="doudi"'}
+
+
+class AccessGate:
+    """The worker's key check (`KeyVerifier`, cached) and audit log, over the alert store."""
+
+    def __init__(self) -> None:
+        from doudi.settings import Settings
+        from serving.store import open_store
+        from serving.store.keys import AuditLog, stored_key
+
+        self.store = open_store(settings=Settings())
+        self.verifier = KeyVerifier(lambda key_id: stored_key(self.store, key_id))
+        self.audit = AuditLog(self.store)
+
+    def close(self) -> None:
+        """Write the audit rows still queued and release the store."""
+        self.audit.close()
+        self.store.dispose()
+
+
+_gate: AccessGate | None = None
+_gate_lock = threading.Lock()
+
+
+def access_gate() -> AccessGate:
+    """This worker's `AccessGate`, opened on first use."""
+    global _gate
+    with _gate_lock:
+        if _gate is None:
+            _gate = AccessGate()
+        return _gate
+
+
+def close_access_gate() -> None:
+    """Write the queued audit rows and close the gate (the service's shutdown)."""
+    global _gate
+    with _gate_lock:
+        if _gate is not None:
+            _gate.close()
+            _gate = None
+
+
+async def _authenticate(gate: AccessGate, authorization: str | None) -> Principal:
+    """The caller's principal; AuthError when the key is missing or refused. A cache miss
+    asks the store in a thread, never on the event loop."""
+    found = gate.verifier.cached(authorization)
+    if found is not None:
+        return found
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(gate.verifier.verify, authorization)
 
 
 class RequestGuard:
     """ASGI middleware (`DoudiRisk.add_asgi_middleware`) in front of the endpoints.
 
     - Puts back the real path `BoundedMetricLabels` replaced by a label.
+    - An endpoint needs `Authorization: Bearer <key>`: a missing, malformed, unknown,
+      expired or revoked key is a 401 (before the body is read), a role the endpoint does
+      not allow (`serving.access.ENDPOINT_ROLES`) a 403. The verified caller travels to
+      the endpoint in the scope's `AuditEntry`; every request to an endpoint, refused or
+      answered, is queued to the audit log with its status.
     - The API takes JSON only: another Content-Type on an endpoint is a 415 (BentoML would
       otherwise parse form and multipart bodies: a bad boundary was a 500).
     - A body over `settings.api_max_body_bytes` is a 413, refused from its Content-Length
@@ -260,11 +337,72 @@ class RequestGuard:
         too_big = f"request body over {self.max_body_bytes} bytes (settings.api_max_body_bytes)"
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         length = headers.get(b"content-length", b"").strip()
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            await _refuse(scope, receive, send, 413, "body: too large", too_big)
-            return
+        too_long = length.isdigit() and int(length) > self.max_body_bytes
         if scope["path"] not in self.endpoints or scope.get("method") != "POST":
+            if too_long:
+                await _refuse(scope, receive, send, 413, "body: too large", too_big)
+                return
             await self.app(scope, receive, send)  # the router answers (404, 405, docs, probes)
+            return
+        entry = AuditEntry(endpoint=scope["path"], at=datetime.now(UTC))
+        answered = 0
+
+        async def send_noted(message: Any) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = int(message["status"])
+            await send(message)
+
+        gate = access_gate()
+        try:
+            if too_long:  # refused unread, whoever sends it
+                await _refuse(scope, receive, send_noted, 413, "body: too large", too_big)
+            else:
+                await self._endpoint(
+                    {**scope, _AUDIT: entry}, receive, send_noted, headers, entry, gate, too_big
+                )
+        finally:
+            entry.status = answered
+            gate.audit.record(entry)
+
+    async def _endpoint(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        headers: dict[bytes, bytes],
+        entry: AuditEntry,
+        gate: AccessGate,
+        too_big: str,
+    ) -> None:
+        """An endpoint's request: the key, the role, the body; then the endpoint."""
+        authorization = headers.get(b"authorization")
+        try:
+            principal = await _authenticate(
+                gate, authorization.decode("latin-1") if authorization is not None else None
+            )
+        except AuthError as err:
+            entry.key_id, entry.refusal = err.key_id, err.reason
+            # the key id (public, as `doudi keys list` shows it) only for a key of the store
+            which = f", key {err.key_id}" if err.key_id else ""
+            await _refuse(scope, receive, send, 401, f"auth: {err.reason}{which}", err.message,
+                          _CHALLENGE)
+            return
+        except Exception as err:  # the store is unreachable: refuse, never let anyone in
+            entry.refusal = "key check failed"
+            logging.getLogger(__name__).error("API key check failed: %s", type(err).__name__)
+            await _refuse(scope, receive, send, 503, "auth: key check failed",
+                          "the API key could not be checked; try again shortly")
+            return
+        entry.key_id, entry.role, entry.principal = (
+            principal.key_id, principal.role.value, principal
+        )
+        if not allowed(principal.role, scope["path"]):
+            entry.refusal = "role"
+            await _refuse(scope, receive, send, 403,
+                          f"auth: role {principal.role} refused, key {principal.key_id}",
+                          f"{'an' if principal.role == 'analyst' else 'a'} {principal.role} key "
+                          f"may not call {scope['path']}")
             return
         media = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
         if media.lower() != b"application/json":
@@ -305,6 +443,25 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
 
+def _caller(ctx: bentoml.Context) -> AuditEntry:
+    """The request's audit entry, with the principal `RequestGuard` verified."""
+    entry = ctx.request.scope.get(_AUDIT)
+    if not isinstance(entry, AuditEntry) or entry.principal is None:
+        # Fail closed: an endpoint reached without the guard answers nothing (500).
+        raise RuntimeError("no verified API key on the request: RequestGuard did not run")
+    return entry
+
+
+def _pseudonyms(keys: Sequence[Any]) -> list[str]:
+    """The well-formed household pseudonyms among the keys asked for (for the audit log:
+    anything else may be a raw identifier, and is never written)."""
+    from serving.api import key_problem
+
+    if isinstance(keys, str):
+        return []
+    return list(dict.fromkeys(k for k in keys if isinstance(k, str) and key_problem(k) is None))
+
+
 @contextmanager
 def _http_errors() -> Iterator[None]:
     """RiskLookup's errors as BentoML's (400 / 404); anything else stays a 500."""
@@ -337,43 +494,77 @@ class DoudiRisk:
         from serving.api import RiskLookup
 
         self.lookup = RiskLookup(Settings())
+        from serving.store.keys import active_key_count
+
+        if active_key_count(access_gate().store) == 0:
+            logging.getLogger(__name__).warning(
+                "no active API key in the alert store: every request will be refused (401); "
+                "create one with `doudi keys create`"
+            )
 
     @bentoml.on_shutdown
     def _close(self) -> None:
         self.lookup.close()
+        close_access_gate()
 
     @bentoml.api(input_spec=ScoreRequest)
     def score(
         self,
+        ctx: bentoml.Context,
         as_of: str,
         household_keys: list[str] | None = None,
         explain: bool = True,
         limit: int = DEFAULT_LIMIT,
     ) -> ScoreResponse:
         """A month's alerted households by rank (no keys), or the requested households."""
+        entry = _caller(ctx)
+        if household_keys is not None:
+            entry.asked = _pseudonyms(household_keys)
         with _http_errors():
             month = parse_as_of(as_of)
-            return self.lookup.score(month, household_keys, explain=explain, limit=limit)
+            out = self.lookup.score(
+                month, household_keys, explain=explain, limit=limit, area=_area(entry)
+            )
+        entry.answered = [h.household_key for h in out.households]
+        return out
 
     @bentoml.api(input_spec=ExplainRequest)
-    def explain(self, as_of: str, household_key: str) -> HouseholdRisk:
+    def explain(self, ctx: bentoml.Context, as_of: str, household_key: str) -> HouseholdRisk:
         """One household's risk and reasons, whether alerted or not."""
+        entry = _caller(ctx)
+        entry.asked = _pseudonyms([household_key])
         with _http_errors():
-            return self.lookup.explain(parse_as_of(as_of), household_key)
+            out = self.lookup.explain(parse_as_of(as_of), household_key, area=_area(entry))
+        entry.answered = [out.household_key]
+        return out
 
     @bentoml.api(input_spec=ModelRequest)
-    def model(self) -> ModelInfo:
+    def model(self, ctx: bentoml.Context) -> ModelInfo:
         """The model being served (re-resolved from the registry when due)."""
+        _caller(ctx)
         with _http_errors():
             return self.lookup.model_info()
 
     @bentoml.api(input_spec=AlertsRequest)
     def alerts(
-        self, township: str | None = None, status: str | None = None, limit: int = DEFAULT_LIMIT
+        self,
+        ctx: bentoml.Context,
+        township: str | None = None,
+        status: str | None = None,
+        limit: int = DEFAULT_LIMIT,
     ) -> list[dict[str, Any]]:
         """The alert store, newest first: where each alert is in its lifecycle."""
+        entry = _caller(ctx)
         with _http_errors():
-            return self.lookup.alerts(township, status, limit)
+            out = self.lookup.alerts(township, status, limit, area=_area(entry))
+        entry.answered = list(dict.fromkeys(str(a["household_key"]) for a in out))
+        return out
+
+
+def _area(entry: AuditEntry) -> Area:
+    """The verified caller's area (`serving.access.Area`)."""
+    assert entry.principal is not None  # `_caller` checked it
+    return entry.principal.area
 
 
 # Both at import: BentoML reads a service's middlewares, and picks its metrics class, when it

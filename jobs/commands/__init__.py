@@ -26,10 +26,11 @@ DATABASE_URL: Any = typer.Option(
 # Commands that do not write the workspace, so they do not take its lock (doudi/locking.py):
 # every other command does, new ones included, until listed here. `serve` only reads (and
 # runs for days); `simulate` writes its --out folder, not a workspace; `features --out`
-# writes one file of the operator's choosing.
+# writes one file of the operator's choosing. `keys` write one row of the alert store in one
+# transaction and touch no workspace file: revoking a key must never wait for a monthly job.
 READ_ONLY_COMMANDS = frozenset({
     "validate", "features", "settings", "serve", "simulate", "alerts list", "alerts status",
-    "models list",
+    "models list", "keys create", "keys list", "keys revoke",
 })
 WAIT_HELP = ("If another command holds this workspace's lock, wait up to this many seconds "
              "for it (default 0: exit 2 at once, naming the holder).")

@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option(
             "127.0.0.1",
             "--host",
-            help="Interface to listen on (0.0.0.0: all; put TLS and "
-            "authentication in front of it).",
+            help="Interface to listen on (0.0.0.0: all; put TLS in front of it; callers "
+            "need an API key: doudi keys create).",
         ),
     ) -> None:
         """Serve risk scores and explanations over HTTP (BentoML) until interrupted."""

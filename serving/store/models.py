@@ -230,3 +230,43 @@ class ExportAudit(Base):
     # The export's staging token (serving/staging.py): after a crash, a committed export's
     # staging folder is finished, an uncommitted one deleted. None for rows before 0002.
     export_token: Mapped[str | None] = mapped_column(String(32), index=True)
+
+
+ROLES = ("platform", "county", "township", "analyst")  # serving.access.Role
+
+
+class ApiKey(Base):
+    """A key of the scoring API (serving/access.py): its hash, never the key itself."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # the public key id
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the key, hex
+    role: Mapped[str] = mapped_column(String(16))
+    area: Mapped[list[str]]  # county or township codes; [] for the whole province
+    label: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role"),)
+
+
+class ApiAudit(Base):
+    """One request to an API endpoint, allowed or refused: who, what, which households."""
+
+    __tablename__ = "api_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    key_id: Mapped[str | None] = mapped_column(String(16))  # None: no key of the store
+    role: Mapped[str | None] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(32))
+    status: Mapped[int] = mapped_column(Integer)  # the HTTP status answered
+    refusal: Mapped[str | None] = mapped_column(String(32))  # why a 401/403, else None
+    households_asked: Mapped[list[str]]  # well-formed pseudonyms only, never raw input
+    households_answered: Mapped[list[str]]
+
+    __table_args__ = (Index("ix_api_audit_key_id_at", "key_id", "at"),)

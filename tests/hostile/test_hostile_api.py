@@ -25,6 +25,7 @@ from doudi.settings import Settings
 from serving.api_models import BadRequestError
 from serving.server import RunningServer, _started, running_server
 from serving.service import OTHER, metric_label, parse_as_of
+from tests.serving.access_fixtures import bearer, platform_key  # noqa: F401  (a fixture)
 from tests.serving.test_api import (  # the shared monthly workspace (built once per run)
     AS_OF,
     RAW_HOUSEHOLD,
@@ -57,8 +58,9 @@ def server(
 
 
 @pytest.fixture(scope="module")
-def http(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=120) as client:
+def http(server: RunningServer, platform_key: str) -> Iterator[httpx.Client]:  # noqa: F811
+    with httpx.Client(base_url=server.base_url, timeout=120,
+                      headers=bearer(platform_key)) as client:
         assert client.post("/score", json={"as_of": AS_OF, "limit": 1}).status_code == 200
         yield client  # the month is scored and cached: valid bodies are quick lookups
 

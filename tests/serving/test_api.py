@@ -36,6 +36,7 @@ from serving.scoring import load_model, score
 from serving.server import running_server
 from serving.service import parse_as_of
 from serving.store import list_alerts, open_store
+from tests.serving.access_fixtures import bearer, platform_key  # noqa: F401  (a fixture)
 
 AS_OF = "2025-06"  # the small world's last month, as an HTTP request names it
 MONTH = Month.parse(AS_OF)
@@ -329,12 +330,13 @@ def server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_the_real_server_agrees_with_the_lookup(
-    server: tuple[str, Path], lookup: RiskLookup, expected: Expected
+    server: tuple[str, Path], lookup: RiskLookup, expected: Expected,
+    platform_key: str,  # noqa: F811
 ) -> None:
     base, log = server
     scored = expected[3]
     quiet = scored[~scored["alerted"]].sort_values("rank")["household_key"].head(3).tolist()
-    with httpx.Client(base_url=base, timeout=60) as http:
+    with httpx.Client(base_url=base, timeout=60, headers=bearer(platform_key)) as http:
 
         def post(route: str, body: dict[str, Any]) -> httpx.Response:
             return http.post(route, json=body)

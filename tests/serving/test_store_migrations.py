@@ -27,6 +27,8 @@ TABLES = {
     "verdicts",
     "referrals",
     "export_audit",
+    "api_keys",
+    "api_audit",
 }
 
 
@@ -41,7 +43,7 @@ def test_upgrade_from_empty_downgrade_to_base_and_up_again(store_url: str) -> No
         assert current_revision(engine) is None
         upgrade(engine)
         assert _tables(engine) == TABLES
-        assert current_revision(engine) == head_revision(engine) == "0003"
+        assert current_revision(engine) == head_revision(engine) == "0004"
 
         # The ORM models and the migrated schema agree (no autogenerate diff).
         with engine.connect() as connection:
