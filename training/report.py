@@ -80,7 +80,7 @@ def _shap_summary_plot(contrib: np.ndarray, values: np.ndarray, names: list[str]
 
     order = np.argsort(-np.abs(contrib).mean(axis=0))[:max_display][::-1]
     rng = np.random.default_rng(0)
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(order) + 1.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(11, 0.35 * len(order) + 1.8), layout="constrained")
     for row, j in enumerate(order):
         v = pd.Series(values[:, j]).rank(pct=True).fillna(0.5).to_numpy()
         jitter = rng.uniform(-0.3, 0.3, len(v))
