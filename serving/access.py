@@ -8,18 +8,23 @@ itself is shown once, at `doudi keys create`. Each key has a role and an area:
 
 | role | area | may call |
 |---|---|---|
-| `platform` | the whole province | `/score`, `/explain`, `/model`, `/alerts` |
-| `county` | its 6-digit county codes | `/score`, `/explain`, `/model`, `/alerts` |
-| `township` | its 9-digit township codes | `/score`, `/explain`, `/model`, `/alerts` |
+| `platform` | the whole province | every endpoint |
+| `county` | its 6-digit county codes | every endpoint |
+| `township` | its 9-digit township codes | every endpoint |
 | `analyst` | the whole province | `/score`, `/explain`, `/model` |
+
+Every endpoint: `/score`, `/explain`, `/model`, `/alerts`, `/score_fresh`, `/verdicts`,
+`/referrals`.
 
 Areas are enforced on the server: a household whose village lies outside the key's area is
 answered exactly as an unknown household. `analyst` reads pseudonymised scores and
 reasons (the model's view) but not `/alerts`, the operational record of which household
 was dispatched, visited and judged when: events a person can observe in a village, so
-the one list that could tie a pseudonym back to a family. An endpoint missing from
-`ENDPOINT_ROLES` is refused to every role (fail closed: a new endpoint says who may call
-it before anyone can).
+the one list that could tie a pseudonym back to a family; nor `/verdicts` and
+`/referrals` (they write that record); nor `/score_fresh`, which answers for records the
+caller sends: made-up rows would let it test guesses about who a pseudonym is. An
+endpoint missing from `ENDPOINT_ROLES` is refused to every role (fail closed: a new
+endpoint says who may call it before anyone can).
 
 Everything here is pure (no database, no web framework) except `KeyVerifier`, which
 caches what its `load` function (`serving.store.keys.stored_key`) returns.
@@ -53,12 +58,16 @@ class Role(StrEnum):
 PROVINCE_ROLES = frozenset({Role.PLATFORM, Role.ANALYST})
 CODE_DIGITS = {Role.COUNTY: 6, Role.TOWNSHIP: 9}
 _ALL = frozenset(Role)
+_OPERATIONS = _ALL - {Role.ANALYST}  # the alert store's record and raw records
 # Route -> roles that may call it. Not listed: refused to everyone (403).
 ENDPOINT_ROLES: Mapping[str, frozenset[Role]] = {
     "/score": _ALL,
     "/explain": _ALL,
     "/model": _ALL,
-    "/alerts": _ALL - {Role.ANALYST},
+    "/alerts": _OPERATIONS,
+    "/score_fresh": _OPERATIONS,
+    "/verdicts": _OPERATIONS,
+    "/referrals": _OPERATIONS,
 }
 
 # How long a verified key is trusted without asking the store again: a revocation takes

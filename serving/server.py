@@ -7,13 +7,14 @@ differs from the caller's), BENTOML_HOME under the workspace and telemetry off.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from doudi.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SERVICE = "serving.service:DoudiRisk"
 
@@ -75,11 +78,13 @@ def running_server(
     port: int | None = None,
     extra_env: Mapping[str, str] | None = None,
     ready_timeout: float = 90.0,
+    command: Callable[[str, int], list[str]] = server_command,
 ) -> Iterator[RunningServer]:
     """The API as a child process group (tests, benchmarks): ready on entry, stopped on exit.
 
-    Raises RuntimeError, with the end of the server's log, when it exits or is not ready
-    within `ready_timeout` seconds.
+    `command(host, port)` starts it (default `bentoml serve`; bench/load_api.py passes its
+    FastAPI reference server, which must answer /readyz too). Raises RuntimeError, with the
+    end of the server's log, when it exits or is not ready within `ready_timeout` seconds.
     """
     from doudi.settings import PROJECT_ROOT
 
@@ -90,7 +95,7 @@ def running_server(
     started = time.perf_counter()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            server_command(host, port),
+            command(host, port),
             cwd=PROJECT_ROOT,
             env=env,
             stdout=log,
@@ -181,5 +186,11 @@ def check_model(settings: Settings) -> None:
     from doudi import registry
     from serving.capacity import configured_capacities
 
-    registry.locate(registry.served_uri(settings), settings, what="DOUDI_API_MODEL_URI")
+    try:
+        registry.locate(registry.served_uri(settings), settings, what="DOUDI_API_MODEL_URI")
+    except registry.RegistryUnreachableError as err:
+        # the server serves its last local copy then (registry.load_served): start anyway
+        if not (settings.cache_dir / registry.SERVED_COPY / "served.json").is_file():
+            raise
+        log.warning("%s; serving the local copy of the last served model", err)
     configured_capacities(settings)

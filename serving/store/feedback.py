@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -528,6 +528,24 @@ def _plan(rows: Sequence[VerdictRow], alerts: dict[int, Alert],
     return plan
 
 
+def read_rows(rows: Sequence[Mapping[str, Any]], *, today: date,
+              file: str = "request") -> FeedbackFile:
+    """Verdict rows given as key -> value (the sheet's keys: alert_id, verdict, risk_types,
+    visited_on, caseworker, note; the API's `/verdicts`), checked by a file row's rules.
+    Every row is a visit: a row without one breaks the required-field rules. A problem's
+    `row` is the row's position (0 = first), its `column` the key."""
+    headers = {c.key: c.key for c in READ_COLUMNS}
+    good: list[VerdictRow] = []
+    problems: list[Problem] = []
+    for number, values in enumerate(rows):
+        read = _read_row(None, number, dict(values), headers, today)
+        if isinstance(read, VerdictRow):
+            good.append(read)
+        else:
+            problems += read
+    return FeedbackFile(file, [], good, 0, problems)
+
+
 def import_feedback(store: AlertStore, path: Path, *, actor: str, today: date | None = None,
                     all_or_nothing: bool = False) -> ImportReport:
     """Record a feedback file's good rows; report the rest (`ImportReport`).
@@ -538,6 +556,14 @@ def import_feedback(store: AlertStore, path: Path, *, actor: str, today: date | 
     """
     today = today or store.now().date()
     read = read_feedback(path, today=today)
+    return record_feedback(store, read, actor=actor, source_file=path.name,
+                           all_or_nothing=all_or_nothing)
+
+
+def record_feedback(store: AlertStore, read: FeedbackFile, *, actor: str,
+                    source_file: str | None, all_or_nothing: bool = False) -> ImportReport:
+    """Record the good rows of `read` (a file's, or `read_rows`'); `import_feedback`'s
+    rules and transaction."""
     with store.transaction() as session:
         ids = sorted({r.alert_id for r in read.rows})
         alerts: dict[int, Alert] = {}
@@ -554,7 +580,7 @@ def import_feedback(store: AlertStore, path: Path, *, actor: str, today: date | 
             raise FeedbackError(read.file, every)
         findings = [r.finding() for r in plan.record]
         recorded = store.record_verdicts_in(session, findings, actor=actor,
-                                            source_file=path.name)
+                                            source_file=source_file)
         assert all(recorded), "checked above: none of these alerts had a verdict"
     return ImportReport(file=read.file, sheets=read.sheets, rows=read.rows_read,
                         imported=len(findings), already_recorded=plan.already_recorded,

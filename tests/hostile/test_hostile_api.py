@@ -37,7 +37,7 @@ from tests.serving.test_api import (  # the shared monthly workspace (built once
 
 NAME = "王小明"  # a name where a pseudonym or a month belongs
 SECRETS = (RAW_ID, RAW_HOUSEHOLD, NAME, "x" + RAW_ID)
-ROUTES = ("/score", "/explain", "/model", "/alerts")
+ROUTES = ("/score", "/explain", "/model", "/alerts", "/score_fresh", "/verdicts", "/referrals")
 JSON = {"content-type": "application/json"}
 
 
@@ -110,6 +110,20 @@ def test_field_names_and_values_are_never_echoed(http: httpx.Client, server: Run
         ("/alerts", {"township": RAW_ID}),
         ("/alerts", {"status": NAME}),
         ("/alerts", {"limit": int(RAW_ID[:17])}),
+        ("/alerts", {"division": RAW_ID}),
+        ("/alerts", {"cursor": RAW_ID}),
+        ("/alerts", {"month": NAME}),
+        ("/score_fresh", {"as_of": AS_OF, "household_key": RAW_ID}),
+        ("/score_fresh", {"as_of": AS_OF, "household_key": UNKNOWN,
+                          "rows": {RAW_ID: [{NAME: RAW_HOUSEHOLD}]}}),
+        ("/score_fresh", {"as_of": AS_OF, "household_key": UNKNOWN,
+                          "rows": {"medical": [{RAW_ID: NAME, "person_id": RAW_ID}]}}),
+        ("/verdicts", {"verdicts": [{"alert_id": 1, "verdict": NAME, "visited_on": RAW_ID,
+                                     "caseworker": RAW_ID, "note": RAW_ID}]}),
+        ("/verdicts", {"verdicts": [{"alert_id": 1, RAW_ID: NAME}]}),
+        ("/referrals", {"alert_id": 1, "referred_on": RAW_ID}),
+        ("/referrals", {"alert_id": 1, "referred_on": "2025-07-01",
+                        "current_assistance": [RAW_ID]}),
     ]
     for route, body in json_bodies:
         r = http.post(route, json=body)

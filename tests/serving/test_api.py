@@ -25,6 +25,7 @@ from doudi.months import Month
 from doudi.settings import Settings
 from features import scoring_table
 from serving.api import (
+    AlertFilters,
     BadRequestError,
     NotFoundError,
     RiskLookup,
@@ -232,7 +233,9 @@ def test_model_info_and_alert_store(
     assert info.model_as_of.startswith("2025-06")
     assert info.feature_count == len(expected[0].feature_names) > 0
     assert info.feature_registry_version and info.calibration_method
-    alerts = lookup.alerts()
+    page = lookup.alerts()
+    alerts = [a.model_dump() for a in page.alerts]
+    assert page.next_cursor is None
     with open_store(settings=settings) as store:
         stored = list_alerts(store)
     assert [a["alert_id"] for a in alerts] == stored["alert_id"].tolist()
@@ -240,12 +243,13 @@ def test_model_info_and_alert_store(
     assert first["as_of"] == MONTH_END.isoformat() and first["status"] == "dispatched"
     assert isinstance(first["risk_types"], list) and isinstance(first["departments"], list)
     township = first["township_code"]
-    mine = lookup.alerts(township=township, status="dispatched", limit=2)
-    assert 1 <= len(mine) <= 2 and {a["township_code"] for a in mine} == {township}
+    mine = lookup.alerts(AlertFilters.check(township=township, status="dispatched"),
+                         limit=2).alerts
+    assert 1 <= len(mine) <= 2 and {a.township_code for a in mine} == {township}
     with pytest.raises(BadRequestError, match="status"):
-        lookup.alerts(status="opened")
+        AlertFilters.check(status="opened")
     with pytest.raises(BadRequestError, match="township"):
-        lookup.alerts(township="6201")
+        AlertFilters.check(township="6201")
 
 
 def test_a_new_champion_is_picked_up(settings: Settings, tmp_path: Path) -> None:
@@ -265,6 +269,8 @@ def test_a_new_champion_is_picked_up(settings: Settings, tmp_path: Path) -> None
     foreign = client.create_model_version(name, str(current.source), run_id=current.run_id)
     client.set_registered_model_alias(name, "champion", foreign.version)
     now[0] = 61.0
+    lookup.model_info()  # due: the refresh starts in the background
+    lookup.wait_for_refresh()
     assert lookup.model_info().model_version == f"{name}/1"
     new = client.create_model_version(name, str(current.source), run_id=current.run_id,
                                       tags=dict(current.tags))
@@ -273,6 +279,8 @@ def test_a_new_champion_is_picked_up(settings: Settings, tmp_path: Path) -> None
     now[0] = 90.0  # not due yet: still the cached month of version 1
     assert lookup.score(MONTH, limit=1).model_version == f"{name}/1"
     now[0] = 122.0
+    assert lookup.model_info().model_version == f"{name}/1"  # answered now, refreshed behind
+    lookup.wait_for_refresh()
     assert lookup.model_info().model_version == f"{name}/{new.version}"
     again = lookup.score(MONTH, limit=1)
     assert again.model_version == f"{name}/{new.version}"
@@ -280,6 +288,8 @@ def test_a_new_champion_is_picked_up(settings: Settings, tmp_path: Path) -> None
     # refresh 0: every call re-resolves
     eager = RiskLookup(mine.model_copy(update={"api_model_refresh_seconds": 0}))
     client.set_registered_model_alias(name, "champion", "1")
+    eager.model_info()
+    eager.wait_for_refresh()
     assert eager.model_info().model_version == f"{name}/1"
 
 
@@ -366,7 +376,7 @@ def test_the_real_server_agrees_with_the_lookup(
         assert r.json()["cached_as_of"] == MONTH_END.isoformat()
         r = post("/alerts", {"limit": 5})
         assert r.status_code == 200, r.text
-        assert r.json() == lookup.alerts(limit=5)
+        assert r.json() == lookup.alerts(limit=5).model_dump(mode="json")
 
         # errors: 400 for raw identifiers (never echoed, never logged), 404 for no data
         r = post("/score", {"as_of": AS_OF, "household_keys": [RAW_ID]})

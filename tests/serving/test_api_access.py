@@ -45,7 +45,7 @@ AREAS: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (role, area)
     "township_b": ("township", (TOWNSHIP_B,)),
     "townships_ab": ("township", (TOWNSHIP_A, TOWNSHIP_B)),
 }
-ROUTES = ("/score", "/explain", "/model", "/alerts")
+ROUTES = ("/score", "/explain", "/model", "/alerts", "/score_fresh", "/verdicts", "/referrals")
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,9 @@ def oracle(http: httpx.Client, callers: dict[str, Caller], villages: dict[str, s
     for r in (alerted, every, alerts):
         assert r.status_code == 200, r.text
     assert every.json()["missing"] == [UNKNOWN]
-    assert len(alerts.json()) > 0 and alerted.json()["alerted"] > 0
-    return {"alerted": alerted.json(), "every": every.json(), "alerts": alerts.json()}
+    assert len(alerts.json()["alerts"]) > 0 and alerted.json()["alerted"] > 0
+    assert alerts.json()["next_cursor"] is None
+    return {"alerted": alerted.json(), "every": every.json(), "alerts": alerts.json()["alerts"]}
 
 
 def _log(server: RunningServer) -> str:
@@ -185,12 +186,30 @@ def test_every_key_sees_its_area_and_nothing_else(
             continue
         assert r.status_code == 200, (name, r.text)
         expected = [a for a in oracle["alerts"] if caller.area.covers(a["village_code"])]
-        assert r.json() == expected and expected, name
-        seen[name] |= {a["household_key"] for a in r.json()}
+        assert r.json()["alerts"] == expected and expected, name
+        seen[name] |= {a["household_key"] for a in r.json()["alerts"]}
         for township in (TOWNSHIP_A, TOWNSHIP_B, "620123001"):
-            r = http.post("/alerts", json={"township": township, "limit": 5000}, headers=h)
+            for field in ("township", "division"):
+                r = http.post("/alerts", json={field: township, "limit": 5000}, headers=h)
+                assert r.status_code == 200, (name, r.text)
+                assert r.json()["alerts"] == [a for a in expected
+                                              if a["township_code"] == township], name
+        for county in (COUNTY_A, COUNTY_B):  # a county division, intersected with the area
+            r = http.post("/alerts", json={"division": county, "limit": 5000}, headers=h)
             assert r.status_code == 200, (name, r.text)
-            assert r.json() == [a for a in expected if a["township_code"] == township], name
+            assert r.json()["alerts"] == [a for a in expected
+                                          if a["county_code"] == county], name
+        # pages of 3: the same alerts, in order, whatever the area
+        paged, cursor = [], None
+        while True:
+            body = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+            r = http.post("/alerts", json=body, headers=h)
+            assert r.status_code == 200, (name, r.text)
+            paged += r.json()["alerts"]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert paged == expected, name
 
     # zero cross-area answers, over everything any key was told
     for name, keys in seen.items():
@@ -200,6 +219,81 @@ def test_every_key_sees_its_area_and_nothing_else(
     assert seen["county_a"] == seen["township_a"]  # one township in that county
     assert seen["townships_ab"] == seen["township_a"] | seen["township_b"]
     assert not seen["county_a"] & seen["county_b"]
+
+
+def test_fresh_scores_verdicts_and_referrals_keep_to_the_area(
+    http: httpx.Client, callers: dict[str, Caller], villages: dict[str, str],
+    oracle: dict[str, Any],
+) -> None:
+    """The endpoints that take records or write the alert store: in the area answered (or,
+    for writes, refused by the store's rules: nothing is written here), outside it exactly
+    as an unknown household or alert (404), never to `analyst` (403)."""
+    everyone = oracle["every"]["households"]
+    seen: dict[str, set[str]] = {}
+    no_alert = 99_999_999
+    for name, caller in callers.items():
+        h = caller.headers
+        mine = [x for x in everyone if caller.area.covers(x["village_code"])]
+        outside = [k for k, v in villages.items() if not caller.area.covers(v)]
+        alerts_in = [a for a in oracle["alerts"] if caller.area.covers(a["village_code"])]
+        alerts_out = [a for a in oracle["alerts"] if not caller.area.covers(a["village_code"])]
+        visit = {"verdict": "dismissed", "visited_on": "2025-01-02", "caseworker": "CW01"}
+        refer = {"referred_on": "2025-07-01"}
+        if caller.role == "analyst":
+            for route, body in (
+                ("/score_fresh", {"as_of": AS_OF, "household_key": mine[0]["household_key"]}),
+                ("/verdicts", {"verdicts": [{"alert_id": alerts_in[0]["alert_id"], **visit}]}),
+                ("/referrals", {"alert_id": alerts_in[0]["alert_id"], **refer}),
+            ):
+                r = http.post(route, json=body, headers=h)
+                assert r.status_code == 403 and f"analyst key may not call {route}" in _error(r)
+            continue
+        # /score_fresh without rows: the area's household as /explain gives it
+        inside = mine[-1]["household_key"]
+        r = http.post("/score_fresh", json={"as_of": AS_OF, "household_key": inside}, headers=h)
+        assert r.status_code == 200, (name, r.text)
+        explained = http.post("/explain", json={"as_of": AS_OF, "household_key": inside},
+                              headers=h).json()
+        assert {k: v for k, v in r.json().items() if k in explained} == explained, name
+        seen[name] = {r.json()["household_key"]}
+        unknown = http.post("/score_fresh", json={"as_of": AS_OF, "household_key": UNKNOWN},
+                            headers=h)
+        assert unknown.status_code == 404, name
+        for key in outside[:: max(1, len(outside) // 5)]:
+            r = http.post("/score_fresh", json={"as_of": AS_OF, "household_key": key},
+                          headers=h)
+            assert r.status_code == 404, (name, r.text)
+            if not caller.area.whole:  # (the platform: an unknown key is not on the roster)
+                assert r.text.replace(key, "K") == unknown.text.replace(UNKNOWN, "K"), name
+        # /verdicts and /referrals: the area's alert reaches the store's rules (a visit
+        # before the alert, a referral before a verdict: 409, nothing written); another
+        # area's alert is the 404 of an alert id that does not exist
+        assert alerts_in, name
+        r = http.post("/verdicts", json={"verdicts": [{"alert_id": alerts_in[0]["alert_id"],
+                                                       **visit}]}, headers=h)
+        assert r.status_code == 409 and "before the alert's as-of date" in r.text, (name, r.text)
+        r = http.post("/referrals", json={"alert_id": alerts_in[0]["alert_id"], **refer},
+                      headers=h)
+        assert r.status_code == 409 and "to 'referred'" in _error(r), (name, r.text)
+        no_verdict = http.post("/verdicts", json={"verdicts": [{"alert_id": no_alert,
+                                                                **visit}]}, headers=h)
+        no_referral = http.post("/referrals", json={"alert_id": no_alert, **refer}, headers=h)
+        assert no_verdict.status_code == no_referral.status_code == 404
+        assert bool(alerts_out) != caller.area.whole, name
+        for a in alerts_out[:: max(1, len(alerts_out) // 4)]:
+            n = str(a["alert_id"])
+            r = http.post("/verdicts", json={"verdicts": [{"alert_id": a["alert_id"],
+                                                           **visit}]}, headers=h)
+            assert r.status_code == 404, (name, r.text)
+            assert r.text.replace(n, "N") == no_verdict.text.replace(str(no_alert), "N")
+            r = http.post("/referrals", json={"alert_id": a["alert_id"], **refer}, headers=h)
+            assert r.status_code == 404, (name, r.text)
+            assert r.text.replace(n, "N") == no_referral.text.replace(str(no_alert), "N")
+    for name, keys in seen.items():  # zero cross-area answers
+        assert all(callers[name].area.covers(villages[k]) for k in keys), name
+    # nothing was written: the store's alerts are as the oracle saw them
+    r = http.post("/alerts", json={"limit": 5000}, headers=callers["platform"].headers)
+    assert r.json()["alerts"] == oracle["alerts"]
 
 
 def _alert_village(oracle: dict[str, Any], key: str) -> str:
@@ -237,6 +331,10 @@ def test_missing_bad_expired_and_revoked_keys_are_401(
         "/explain": {"as_of": AS_OF, "household_key": UNKNOWN},
         "/model": {},
         "/alerts": {},
+        "/score_fresh": {"as_of": AS_OF, "household_key": UNKNOWN},
+        "/verdicts": {"verdicts": [{"alert_id": 1, "verdict": "dismissed",
+                                    "visited_on": "2025-07-01", "caseworker": "CW01"}]},
+        "/referrals": {"alert_id": 1, "referred_on": "2025-07-01"},
     }
     for headers, message in cases:
         for route in ROUTES:
@@ -331,7 +429,7 @@ def test_every_request_is_audited_without_raw_identifiers_or_keys(
         *((route, status, "township", None) for route, _, status in calls),
         ("/score", 401, None, "wrong secret"),
     ]
-    alerted_here = [a["household_key"] for a in answers[5]]
+    alerted_here = [a["household_key"] for a in answers[5]["alerts"]]
     assert [(r.households_asked, r.households_answered) for r in rows] == [
         ([inside, outside, UNKNOWN], []),  # the raw ID number is never written
         ([inside, outside, UNKNOWN], [inside]),
@@ -356,6 +454,7 @@ def test_every_request_is_audited_without_raw_identifiers_or_keys(
                 for row in connection.execute(text(f"SELECT * FROM {table}")))
     assert any((r.endpoint, r.status, r.refusal, r.households_asked) == (
         "/explain", 401, "no key", []) for r in anonymous)
-    assert used[key_id] is not None and used[key_id] >= started
+    last_used = used[key_id]
+    assert last_used is not None and last_used >= started
     for secret in (key, key[-64:], analyst, analyst[-64:], RAW_ID):
         assert secret not in everything

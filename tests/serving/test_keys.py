@@ -86,11 +86,13 @@ def test_roles_take_their_kind_of_area() -> None:
 
 
 def test_who_may_call_what() -> None:
-    assert set(ENDPOINT_ROLES) == {"/score", "/explain", "/model", "/alerts"}
+    operations = {"/alerts", "/score_fresh", "/verdicts", "/referrals"}
+    assert set(ENDPOINT_ROLES) == {"/score", "/explain", "/model", *operations}
     for role in Role:
         assert allowed(role, "/score") and allowed(role, "/explain") and allowed(role, "/model")
         assert not allowed(role, "/fresh")  # an endpoint without a rule: nobody (fail closed)
-    assert allowed(Role.TOWNSHIP, "/alerts") and not allowed(Role.ANALYST, "/alerts")
+        # the alert store's record and raw records: never the analyst
+        assert all(allowed(role, e) == (role != Role.ANALYST) for e in operations)
 
 
 def _stored(key: str, role: str = "county", area: tuple[str, ...] = ("620121",), **kw: object

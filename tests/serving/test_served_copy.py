@@ -71,3 +71,15 @@ def test_another_workspaces_copy_is_refused(own: Settings, no_retries: None) -> 
     down = own.model_copy(update={"mlflow_tracking_uri": UNREACHABLE})
     with pytest.raises(UserError, match="workspace"):
         registry.load_served(registry.served_uri(own), down)
+
+
+def test_doudi_serve_starts_on_the_copy_only_when_there_is_one(
+    own: Settings, no_retries: None,
+) -> None:
+    from serving.server import check_model
+
+    down = own.model_copy(update={"mlflow_tracking_uri": UNREACHABLE})
+    with pytest.raises(registry.RegistryUnreachableError):
+        check_model(down)  # no copy yet: one line, exit 2
+    registry.load_served(registry.served_uri(own), own)
+    check_model(down)  # a copy: a warning, and the server starts on it
