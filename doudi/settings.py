@@ -9,9 +9,9 @@ import os
 import tomllib
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +129,26 @@ class MonitorSettings(BaseModel):
         "capacity is this share below that of the latest month with final labels.")
 
 
+def _spark_value(value: Any) -> Any:
+    """A Spark property as Spark reads it: TOML's true/4/0.5 become "true"/"4"/"0.5"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else value
+
+
+class SparkSettings(BaseModel):
+    """The `spark` engine (features/spark.py, docs/features.md "Engine"): where the
+    SparkSession runs and any Spark properties passed to it."""
+
+    master: str = Field(
+        "local[2]", min_length=1, description="Spark master URL: local[N] on one machine, "
+        "spark://host:7077, yarn, k8s://...; ignored under spark-submit (its --master).")
+    conf: dict[str, Annotated[str, BeforeValidator(_spark_value)]] = Field(
+        default_factory=dict, description="Spark properties for the session, e.g. "
+        "{\"spark.executor.memory\": \"8g\"} (DOUDI_SPARK__CONF as JSON, or a "
+        "[doudi.spark.conf] table); they win over doudi's defaults.")
+
+
 class Settings(BaseSettings):
     """Everything configurable about doudi. Environment wins over the config file."""
 
@@ -156,6 +176,10 @@ class Settings(BaseSettings):
         3, ge=0, le=12, description="Reporting allowance before a label is final."
     )
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    engine: Literal["local", "spark"] = Field(
+        "local", description="What runs the per-county feature tasks: `local` (a process "
+        "pool of `workers`) or `spark` (a SparkSession, settings `spark`); same results.")
+    spark: SparkSettings = Field(default_factory=SparkSettings)
     capacity_pct: float = Field(
         5.0, gt=0, le=100, description="Caseworker capacity: share of households visited (top k%)."
     )

@@ -69,6 +69,35 @@ def _use() -> list[str]:
         "features come from one builder (`features/builders.py`, chosen by the feed below); "
         "features that combine feeds are the `derived` builder's.",
         "",
+        "### Engine: `local` or `spark`",
+        "",
+        "`settings.engine` chooses what runs the county tasks; the commands, the functions "
+        "above and the frames they return (rows, order, values, dtypes) are the same "
+        "(`tests/features/test_spark_engine.py`).",
+        "",
+        "| setting (environment) | default | meaning |",
+        "|---|---|---|",
+        "| `engine` (`DOUDI_ENGINE`) | `local` | `local`: a process pool of `workers`; "
+        "`spark`: one Spark task per county (`features/spark.py`) |",
+        "| `spark.master` (`DOUDI_SPARK__MASTER`) | `local[2]` | the Spark master: `local[N]` "
+        "on this machine, or a cluster's URL; under `spark-submit` its `--master` |",
+        "| `spark.conf` (`DOUDI_SPARK__CONF` as JSON, or a `[doudi.spark.conf]` table) | none "
+        "| Spark properties (e.g. `spark.executor.memory`); they win over doudi's own: no "
+        "console progress bars, no cap on the collected result, and with a `local` master no "
+        "web UI and JVM logs at WARN |",
+        "",
+        "On Spark, county i is partition i of `spark.range`, and `mapInArrow` runs the same "
+        "pure county task in an executor's Python worker (`PYSPARK_PYTHON`: this interpreter; "
+        "a cluster whose executors keep it elsewhere sets `spark.pyspark.python`). The "
+        "executors read the warehouse Parquet themselves, so `DOUDI_HOME` must be a path "
+        "every executor sees (a shared filesystem or object-store mount). Each task hands "
+        "back Arrow batches of a schema declared from the registry (keys as strings, `as_of` "
+        "a date, features and group columns float64, labels int8, `in_scope` bool), and "
+        "`toArrow()` collects them in partition order, i.e. county order. One SparkSession "
+        "per process, started on first use (its JVM takes about 8 s here) and stopped at "
+        "exit. pyspark is doudi's `spark` extra: without it `features` still imports, and "
+        "`engine = \"spark\"` is a one-line error.",
+        "",
     ]
 
 

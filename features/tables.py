@@ -2,7 +2,8 @@
 
 Each county is one task (`_county_task`): it reads the county's rows once and
 computes every requested as-of month. Tasks run in a process pool of
-`settings.workers` (forked processes; results come back as frames).
+`settings.workers` (forked processes; results come back as frames), or with
+`settings.engine == "spark"` as Spark tasks (`features/spark.py`): same frame.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -102,6 +104,15 @@ def _run(
 ) -> pd.DataFrame:
     warehouse = Path(warehouse)
     todo = [county] if county else counties(warehouse)
+    if settings.engine == "spark":
+        from features.spark import run_counties  # pyspark only on this path
+
+        log.info("features: %s for %d month(s), %d counties, on spark", task, len(months),
+                 len(todo))
+        task_fn = partial(_county_task, warehouse, months=months, settings=settings,
+                          task=task, known_by=known_by)
+        frame = run_counties(todo, task_fn, list(_empty(task).columns), settings)
+        return _empty(task) if frame is None else frame
     workers = min(settings.workers, len(todo))
     log.info("features: %s for %d month(s), %d counties, %d workers", task, len(months),
              len(todo), workers)
