@@ -12,17 +12,17 @@ HOST ?= 127.0.0.1
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install system-deps demo serve test lint typecheck bench clean
+.PHONY: install system-deps demo serve test lint typecheck bench audit clean
 
 install: .venv/.installed  ## create .venv from uv.lock; the CLI lands at .venv/bin/doudi
 
 .venv/.installed: uv.lock pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
-	$(UV) sync --frozen --inexact --python $(PY)
+	$(UV) sync --frozen --inexact --extra spark --python $(PY)
 	touch $@
 
-SYSTEM_PACKAGES := fonts-wqy-zenhei chromium libreoffice-calc-nogui poppler-utils
+SYSTEM_PACKAGES := fonts-wqy-zenhei chromium libreoffice-calc-nogui poppler-utils openjdk-17-jre-headless
 system-deps:  ## Debian packages for figures in Chinese, the report check and the sheet render check
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -50,6 +50,9 @@ lint: install
 
 typecheck: install
 	.venv/bin/mypy
+
+audit: install  ## pip-audit of every package in uv.lock, and the security floors (exit 3: some not audited)
+	$(PY) bench/audit_deps.py $(AUDIT_FLAGS)
 
 bench: install  ## benchmarks; figures go to docs/benchmarks.md by hand
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done

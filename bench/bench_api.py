@@ -25,18 +25,25 @@ import argparse
 import os
 import platform
 import random
+import re
 import shlex
 import statistics
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from doudi.settings import Settings
 
 
 def load_average() -> str:
@@ -88,6 +95,75 @@ def build(args: argparse.Namespace) -> tuple[Path, str]:
     )
     ready.touch()
     return home, uri
+
+
+def add_workspace_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of `build` (bench_api, fuzz_api, load_api and soak_api share a workspace)."""
+    ap.add_argument("--households", type=int, default=3000)
+    ap.add_argument("--months", type=int, default=36)
+    ap.add_argument("--start", default="2023-01")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--as-of", default="2025-12")
+    ap.add_argument("--workdir", default=str(ROOT / "bench" / "out" / "api"))
+    ap.add_argument("--reuse", action="store_true", help="reuse a workspace built before")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="LightGBM threads for the month's scoring (DOUDI_WORKERS)",
+    )
+
+
+def add_key_arguments(ap: argparse.ArgumentParser) -> None:
+    """--api-key / --no-key: how the bench authenticates to the server (`api_key`)."""
+    ap.add_argument(
+        "--api-key",
+        default=os.environ.get("DOUDI_API_KEY"),
+        help="send `Authorization: Bearer <key>` (default $DOUDI_API_KEY; else a platform key "
+        "is created in the workspace when this tree has `doudi keys`)",
+    )
+    ap.add_argument("--no-key", action="store_true", help="send no Authorization header")
+
+
+def doudi(settings: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`doudi ARGV...` (this venv's) on the workspace of `settings`, output captured."""
+    from serving.server import server_environment
+
+    exe = Path(sys.executable).with_name("doudi")
+    command = [str(exe)] if exe.is_file() else [sys.executable, "-m", "jobs.cli"]
+    env = server_environment(settings, os.environ)
+    return subprocess.run(
+        [*command, *argv], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+@contextmanager
+def api_key(args: argparse.Namespace, settings: Settings, label: str) -> Iterator[str | None]:
+    """The key the bench sends: --api-key, none with --no-key, else a new `platform` key
+    when this tree has `doudi keys` (created in the workspace, revoked on exit), else none."""
+    if args.no_key or args.api_key:
+        yield None if args.no_key else str(args.api_key)
+        return
+    if doudi(settings, "keys", "--help").returncode != 0:
+        yield None  # a tree without API keys: the server takes no Authorization header
+        return
+    made = doudi(settings, "keys", "create", "--role", "platform", "--label", label,
+                 "--expires-days", "1")
+    # `doudi keys create` prints the key alone on stdout, what it is on stderr
+    lines = made.stdout.split()
+    if made.returncode != 0 or not lines:
+        raise SystemExit(f"doudi keys create failed ({made.returncode}): {made.stderr.strip()}")
+    key_id = re.search(r"created API key (\S+?):", made.stderr)
+    try:
+        yield lines[-1]
+    finally:
+        if key_id:  # the bench's key lives as long as the bench
+            doudi(settings, "keys", "revoke", key_id.group(1))
+
+
+def auth_headers(key: str | None) -> dict[str, str]:
+    """The Authorization header for `key` (none without a key)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def stats(seconds: list[float]) -> dict[str, float]:
@@ -142,21 +218,10 @@ def timed_concurrent(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--households", type=int, default=3000)
-    ap.add_argument("--months", type=int, default=36)
-    ap.add_argument("--start", default="2023-01")
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--as-of", default="2025-12")
-    ap.add_argument("--workdir", default=str(ROOT / "bench" / "out" / "api"))
-    ap.add_argument("--reuse", action="store_true", help="reuse a workspace built before")
+    add_workspace_arguments(ap)
+    add_key_arguments(ap)
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="LightGBM threads for the month's scoring (DOUDI_WORKERS)",
-    )
     ap.add_argument("--out", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
 
@@ -210,10 +275,13 @@ def main() -> None:
 
     settings = Settings(home=home, mlflow_tracking_uri=uri)
     try:
-        with running_server(settings, home / "bench_server.log", ready_timeout=180,
-                            extra_env={"DOUDI_WORKERS": str(args.threads)}) as server:
+        with api_key(args, settings, "bench_api") as key, running_server(
+            settings, home / "bench_server.log", ready_timeout=180,
+            extra_env={"DOUDI_WORKERS": str(args.threads)},
+        ) as server:
+            headers = auth_headers(key)
             base = server.base_url
-            with httpx.Client(base_url=base, timeout=300) as http:
+            with httpx.Client(base_url=base, timeout=300, headers=headers) as http:
                 t = time.perf_counter()
                 r = http.post("/score", json={"as_of": args.as_of})
                 first_http = time.perf_counter() - t
@@ -232,7 +300,7 @@ def main() -> None:
             clients: list[httpx.Client] = []
 
             def make_remote() -> Callable[[str], None]:
-                client = httpx.Client(base_url=base, timeout=60)
+                client = httpx.Client(base_url=base, timeout=60, headers=headers)
                 clients.append(client)
                 return lambda key: remote(key, client)
 
