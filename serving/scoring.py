@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -172,6 +172,59 @@ def model_version_of(artifact: ModelArtifact) -> str:
     return "unversioned"
 
 
+class RowWork(Protocol):
+    """The per-row heavy work of `score` (one implementation per engine; everything
+    province-wide stays in `score`, the same code for both): every method takes the
+    encoded float matrix (`ModelArtifact.encode`) and answers row for row."""
+
+    def margins(self, X: np.ndarray) -> np.ndarray:
+        """The raw margin (log-odds) of every row."""
+        ...
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """(n, features + 1) TreeSHAP contributions; the last column is the bias."""
+        ...
+
+    def type_probabilities(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Per risk type (sorted by name): P(type | identified) of every row."""
+        ...
+
+    def close(self) -> None:
+        """Release what the work holds (models sent to executors)."""
+        ...
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """The `local` engine's `RowWork`: LightGBM in this process with `threads` threads."""
+
+    artifact: ModelArtifact
+    threads: int
+
+    def margins(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.artifact.booster.predict(X, raw_score=True,
+                                                        num_threads=self.threads))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return self.artifact.contributions(X, num_threads=self.threads)
+
+    def type_probabilities(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        return self.artifact.predict_types(X, num_threads=self.threads)
+
+    def close(self) -> None:
+        pass
+
+
+def row_work(artifact: ModelArtifact, settings: Settings) -> RowWork:
+    """The per-row work for `settings.engine`: in process (`local`), or on the Spark
+    executors with the model broadcast as LightGBM text (`spark`, serving/spark_scoring.py)."""
+    if settings.engine == "spark":
+        from serving.spark_scoring import SparkRowWork
+
+        return SparkRowWork(artifact, settings)
+    return InProcess(artifact, settings.workers)
+
+
 def score(
     features_frame: pd.DataFrame,
     artifact: ModelArtifact,
@@ -182,6 +235,7 @@ def score(
     explainer: Explainer | None = None,
     explain_all: bool = False,
     capacities: Mapping[str, int] | None = None,
+    work: RowWork | None = None,
 ) -> pd.DataFrame:
     """Risk, rank, tier, types, departments, rules, source and reasons per household.
 
@@ -189,6 +243,8 @@ def score(
     `explain_all` (TreeSHAP for all rows: the "explain everyone on request" path).
     Model alerts are allocated per township within `capacities` (visits per township
     code; default `serving.capacity.township_capacities` of the frame and settings).
+    The per-row model work runs on `work`, default `row_work(artifact, settings)` (by
+    `settings.engine`; closed here when made here); the results are the same on either.
     """
     explainer = explainer or Explainer(artifact, max_reasons=settings.max_reasons)
     version = model_version or model_version_of(artifact)
@@ -196,9 +252,21 @@ def score(
     if len(frame) == 0:
         return pd.DataFrame(columns=SCORE_COLUMNS)
     _check_as_of(frame, as_of)
-    threads = settings.workers
+    chosen = work or row_work(artifact, settings)
+    try:
+        return _score(frame, artifact, settings, as_of, version, explainer, explain_all,
+                      capacities, chosen)
+    finally:
+        if work is None:  # made here: released here (the broadcast models on spark)
+            chosen.close()
+
+
+def _score(frame: pd.DataFrame, artifact: ModelArtifact, settings: Settings, as_of: date,
+           version: str, explainer: Explainer, explain_all: bool,
+           capacities: Mapping[str, int] | None, work: RowWork) -> pd.DataFrame:
+    """`score` on a non-empty frame with its per-row `work` chosen."""
     X = artifact.encode(frame)
-    margin = np.asarray(artifact.booster.predict(X, raw_score=True, num_threads=threads))
+    margin = work.margins(X)
     risk = artifact.calibrator.apply(margin)
     keys = frame["household_key"].astype(str).to_numpy()
     rank, model_tier = assign_tiers(risk, settings, keys, margin=margin,
@@ -209,10 +277,10 @@ def score(
     alerted, tier, source = _with_rule_alerts(model_tier, rules["rule_score"].to_numpy(), margin,
                                               keys, settings)
     explained = np.arange(len(frame)) if explain_all else np.flatnonzero(alerted)
-    reasons = _reasons(frame, X, explained, artifact, explainer, threads)
+    reasons = _reasons(frame, X, explained, artifact, explainer, work)
     rule_types = rules["rule_risk_types"].tolist()
     model_types = _model_types(artifact, X, np.flatnonzero(model_alert), reasons, explainer,
-                               threads, rule_types)
+                               work, rule_types)
     risk_types = [tuple(dict.fromkeys((*m, *r))) if a else ()
                   for m, r, a in zip(model_types, rule_types, alerted, strict=True)]
     key_columns = {c: frame[c].to_numpy() for c in KEY_COLUMNS if c in frame.columns}
@@ -267,15 +335,19 @@ def _with_rule_alerts(model_tier: np.ndarray, rule_score: np.ndarray, margin: np
 
 
 def _reasons(frame: pd.DataFrame, X: np.ndarray, rows: np.ndarray, artifact: ModelArtifact,
-             explainer: Explainer, threads: int) -> list[list[ExplainedReason]]:
-    """Reasons of `rows` (TreeSHAP, compared with the county medians); none for the rest."""
+             explainer: Explainer, work: RowWork | int) -> list[list[ExplainedReason]]:
+    """Reasons of `rows` (TreeSHAP, compared with the county medians); none for the rest.
+    `work`: the engine's `RowWork`, or a thread count for in-process work (the API's one
+    household on demand)."""
     reasons: list[list[ExplainedReason]] = [[] for _ in range(len(frame))]
     if len(rows) == 0:
         return reasons
     medians = county_medians(frame, artifact.feature_names)
     reference = reference_rows(medians, frame["county_code"].to_numpy()[rows])
     explained = X if len(rows) == len(frame) else X[rows]  # no 1M-row copy for everyone
-    contrib = explainer.contributions(explained, num_threads=threads)
+    if isinstance(work, int):
+        work = InProcess(artifact, work)
+    contrib = work.contributions(explained)
     for i, r in zip(rows, explainer.reasons_from(explained, contrib, reference=reference),
                     strict=True):
         reasons[i] = r
@@ -284,7 +356,7 @@ def _reasons(frame: pd.DataFrame, X: np.ndarray, rows: np.ndarray, artifact: Mod
 
 def _model_types(artifact: ModelArtifact, X: np.ndarray, modelled: np.ndarray,
                  reasons: list[list[ExplainedReason]], explainer: Explainer,
-                 threads: int, rule_types: Sequence[tuple[str, ...]] | None = None,
+                 work: RowWork, rule_types: Sequence[tuple[str, ...]] | None = None,
                  ) -> list[tuple[str, ...]]:
     """分类 of the model's alerts (`modelled` rows): from the per-type models, kept where a
     reason or a fired rule (`rule_types`) backs them (`backed_types`), or without them from
@@ -293,7 +365,7 @@ def _model_types(artifact: ModelArtifact, X: np.ndarray, modelled: np.ndarray,
     if len(modelled) == 0:
         return types
     if artifact.type_boosters:
-        picked = select_types(artifact.predict_types(X[modelled], num_threads=threads))
+        picked = select_types(work.type_probabilities(X[modelled]))
         for i, t in zip(modelled, picked, strict=False):
             types[i] = backed_types(t, reasons[i], () if rule_types is None else rule_types[i],
                                     explainer)
