@@ -161,6 +161,17 @@ def make_ids(
     rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
     seq = ((rng.integers(0, 300, n) + rank * 2) % 500) * 2 + male.astype(np.int64)
     body = prefix * 1000 + seq  # 17 digits
+    # The random offsets differ per person, so two of one group can still meet (offset 10
+    # at rank 0 and 8 at rank 1): move each later one on by 2 (same parity, same sex)
+    # until all differ. Only the colliding IDs change.
+    while True:
+        _, first = np.unique(body, return_index=True)
+        if len(first) == n:
+            break
+        later = np.ones(n, dtype=bool)
+        later[first] = False
+        seq[later] = (seq[later] + 2) % 1000
+        body = prefix * 1000 + seq
     digits = (body[:, None] // 10 ** np.arange(16, -1, -1, dtype=np.int64)[None, :]) % 10
     weights = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
     check = np.frombuffer(b"10X98765432", dtype=np.uint8)[(digits @ weights) % 11]
