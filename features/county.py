@@ -145,24 +145,40 @@ def history_from_frames(
     return CountyHistory(county, feeds, household_keys, len(person_keys))
 
 
+def history_since(first_as_of: date) -> date:
+    """The first event day windowed feeds are read from for as-of months from
+    `first_as_of` on: the longest window, plus a quarter for the change features."""
+    since_month = month_index(first_as_of) - HISTORY_MONTHS + 1 - 3
+    return date(1970 + since_month // 12, since_month % 12 + 1, 1)
+
+
+def county_frames(
+    warehouse: Path, county: str, first_as_of: date, upto: date,
+    feeds: Iterable[str] = FEED_NAMES,
+) -> dict[str, pd.DataFrame]:
+    """`feeds`' warehouse rows for `county` reported by `upto`, unsorted, as
+    `history_from_frames` takes them (windowed feeds from `history_since`)."""
+    since = history_since(first_as_of)
+    wanted = set(feeds)
+    with duckdb.connect() as con:
+        # one thread: counties (or API requests) already run in parallel
+        con.execute("SET threads TO 1")
+        return {
+            name: load_rows(warehouse, name, county, upto,
+                            since if name in WINDOWED_FEEDS else None, con=con, sort=False)
+            for name in FEED_NAMES if name in wanted
+        }
+
+
 def load_county(
     warehouse: Path, county: str, first_as_of: date, upto: date,
     feeds: Iterable[str] = FEED_NAMES,
 ) -> CountyHistory:
     """`feeds`' rows for `county` reported by `upto` (the others empty); windowed feeds
     only as far back as the earliest as-of month's longest window needs."""
-    since_month = month_index(first_as_of) - HISTORY_MONTHS + 1 - 3
-    since = date(1970 + since_month // 12, since_month % 12 + 1, 1)
-    with duckdb.connect() as con:
-        # one thread per worker process: counties already run in parallel
-        con.execute("SET threads TO 1")
-        frames = {
-            name: load_rows(warehouse, name, county, upto,
-                            since if name in WINDOWED_FEEDS else None, con=con, sort=False)
-            for name in FEED_NAMES if name in set(feeds)
-        }
     # sorting on integer-coded keys is far cheaper than DuckDB sorting pseudonym strings
-    return history_from_frames(county, frames)
+    return history_from_frames(county, county_frames(warehouse, county, first_as_of, upto,
+                                                     feeds))
 
 
 def roster_at(

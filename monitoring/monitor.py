@@ -229,10 +229,13 @@ def run_monitor(settings: Settings, as_of: Month) -> MonitorReport:
     # whose prediction log is missing or from another model (docs/monitoring.md "Cost").
     labels = labels_table(settings.warehouse_dir, window, settings, known_by=as_of)
     labels = labels[labels["in_scope"].to_numpy()].reset_index(drop=True)
+    labels_month = pd.to_datetime(labels["as_of"]).dt.date.to_numpy()
+    households = labels["household_key"].astype(str).to_numpy()
+    keys_of = {m: households[labels_month == m.end] for m in window}  # in the labels' order
     reference = ReferenceProfile.cached(settings, champion, reference_months)
     margins = _Margins(settings, settings.workers)
     for month in window:
-        margins.use_log(month, models.at(month), _keys(labels, month))
+        margins.use_log(month, models.at(month), keys_of[month])
     feature_months = {as_of, *([] if reference else reference_months),
                       *(m for m in window if not margins.logged(m))}
     log.info("monitor %s: features of %s; margins from the prediction log for %s; "
@@ -253,10 +256,11 @@ def run_monitor(settings: Settings, as_of: Month) -> MonitorReport:
     verdicts, alerts = _store_frames(settings)
     label = _with_verdicts(labels, verdicts)
     feature_table = _drift(champion.artifact, reference, now_rows, settings)
-    score_psi = reference.score.psi(margins.of(champion, as_of, _keys(labels, as_of)))
+    score_psi = reference.score.psi(margins.of(champion, as_of, keys_of[as_of]))
     labels_zh = {f.name: f.label_zh for f in _features()}
     feature_table.insert(1, "label_zh", [labels_zh.get(n, n) for n in feature_table["feature"]])
-    bands, perf = _month_by_month(margins, labels, label, window, models, as_of, settings)
+    bands, perf = _month_by_month(margins, labels_month, keys_of, label, window, models,
+                                 as_of, settings)
     score_band = drift.band(score_psi, settings.monitor.psi_moderate, settings.monitor.psi_major)
     report = MonitorReport(
         as_of=as_of,
@@ -273,12 +277,6 @@ def run_monitor(settings: Settings, as_of: Month) -> MonitorReport:
         recommendation=Recommendation(False, ()),
     )
     return _with_recommendation(report, champion.trained_as_of, settings)
-
-
-def _keys(labels: pd.DataFrame, month: Month) -> np.ndarray:
-    """The in-scope households of `month`, in the labels' order."""
-    rows = pd.to_datetime(labels["as_of"]).dt.date.to_numpy() == month.end
-    return labels["household_key"].astype(str).to_numpy()[rows]
 
 
 def _months_to(last: Month, count: int) -> list[Month]:
@@ -420,21 +418,22 @@ def _drift(artifact: ModelArtifact, reference: ReferenceProfile, now_rows: pd.Da
     return table
 
 
-def _month_by_month(margins: _Margins, labels: pd.DataFrame, label: np.ndarray,
+def _month_by_month(margins: _Margins, labels_month: np.ndarray,
+                    keys_of: dict[Month, np.ndarray], label: np.ndarray,
                     window: list[Month], models: _Models, as_of: Month, settings: Settings,
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Calibration bands and performance rows for every month of the window."""
+    """Calibration bands and performance rows for every month of the window (`label` and
+    `labels_month` row for row; `keys_of` each month's households in that order)."""
     from serving.capacity import province_capacity
 
     horizon = settings.horizon_months + settings.label_allowance_months
     bands, perf = [], []
-    month_of = pd.to_datetime(labels["as_of"]).dt.date.to_numpy()
     for month in window:
-        rows = month_of == month.end
+        rows = labels_month == month.end
         if not rows.any():
             continue
         model = models.at(month)
-        risk = model.artifact.calibrator.apply(margins.of(model, month, _keys(labels, month)))
+        risk = model.artifact.calibrator.apply(margins.of(model, month, keys_of[month]))
         y = label[rows]
         final = month + horizon <= as_of
         share = min(1.0, (as_of - month) / horizon)

@@ -67,7 +67,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -79,18 +78,17 @@ from doudi.model_artifact import ModelArtifact
 from doudi.months import Month
 from doudi.settings import Settings
 from doudi.warehouse import table_schema, warehouse_name
+from features import county as features_county
 from features.asof import (
     event_dates,
     feed_columns,
-    load_rows,
-    month_index,
     partition_files,
     read_feed_as_of,
     require_delivered,
     versioned_from_frame,
 )
 from features.build import county_features
-from features.county import HISTORY_MONTHS, WINDOWED_FEEDS, history_from_frames
+from features.county import WINDOWED_FEEDS, history_from_frames
 from features.labels import county_labels
 from ingest.checks import RULE_MESSAGES, parse_batch
 from ingest.names import safe_label
@@ -292,27 +290,16 @@ def _check(item: _Feed, key: bytes, as_of: date) -> tuple[list[RowProblem], list
 
 
 # -- the county as `load_county` reads it ------------------------------------------------
-def _since(as_of: date) -> date:
-    """The event lower bound `features.county.load_county` reads windowed feeds from."""
-    first = month_index(as_of) - HISTORY_MONTHS + 1 - 3
-    return date(1970 + first // 12, first % 12 + 1, 1)
-
-
 def county_frames(warehouse: Path, county: str, as_of: date) -> dict[str, pd.DataFrame]:
     """The county's warehouse rows `load_county(warehouse, county, as_of, as_of)` reads, as
     the frames it hands to `history_from_frames` (tests/serving/test_fresh.py holds the two
     to the same features)."""
-    since = _since(as_of)
-    with duckdb.connect() as con:
-        con.execute("SET threads TO 1")  # requests run in parallel threads
-        return {name: load_rows(warehouse, name, county, as_of,
-                                since if name in WINDOWED_FEEDS else None, con=con, sort=False)
-                for name in FEED_NAMES}
+    return features_county.county_frames(warehouse, county, as_of, as_of)
 
 
 def _files_stamp(warehouse: Path, county: str, as_of: date) -> tuple[tuple[str, int, int], ...]:
     """(path, size, mtime) of every partition file `county_frames` reads: changes on ingest."""
-    since = _since(as_of)
+    since = features_county.history_since(as_of)
     stamp = []
     for name in FEED_NAMES:
         for path in partition_files(warehouse, name, county, as_of,
