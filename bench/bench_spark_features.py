@@ -17,9 +17,9 @@ there). Steps, in one process and one after the other (the machine has 2 cores):
    (the machine is shared; a pair sees about the same load).
 2. `files`: the warehouse's Parquet files per feed; Spark's planning (listing, partition
    discovery, schema: `spark.read.parquet`) and a full read (`noop` write) of every feed;
-   the same on a compacted copy (one file per feed x county x year, under the workdir;
-   the warehouse itself is not changed); and the local engine's own reading
-   (`load_county`, DuckDB) of every county for the as-of month.
+   the same on a copy compacted by `doudi compact` (one file per feed x county x closed
+   year, under the workdir; the warehouse itself is not changed); and the local engine's
+   own reading (`load_county`, DuckDB) of every county for the as-of month.
 
 Exits 0 with a note when pyspark is not installed.
 """
@@ -30,6 +30,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -38,8 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -155,23 +154,19 @@ def file_counts(warehouse: Path) -> dict[str, Any]:
 
 
 def compact_copy(warehouse: Path, target: Path) -> Path:
-    """One file per feed x county x year (partition folders county=/year=) under `target`."""
-    if target.is_dir():
-        return target
+    """A copy of `warehouse` under `target` compacted by `doudi compact` (one file per feed
+    x county x closed year): its warehouse folder. The measured warehouse is not changed."""
+    from ingest.compact import compact_warehouse
+
+    settings = Settings(home=target)
+    if settings.warehouse_dir.is_dir():
+        return settings.warehouse_dir
     building = target.with_name(target.name + ".building")
-    for feed in feed_dirs(warehouse):
-        for county in sorted(feed.glob("county=*")):
-            by_year: dict[str, list[Path]] = {}
-            for month in sorted(county.glob("reported_month=*")):
-                year = month.name.removeprefix("reported_month=")[:4]
-                by_year.setdefault(year, []).extend(sorted(month.glob("*.parquet")))
-            for year, files in by_year.items():
-                table = ds.dataset([str(f) for f in files], format="parquet").to_table()
-                out = building / feed.name / county.name / f"year={year}"
-                out.mkdir(parents=True, exist_ok=True)
-                pq.write_table(table, out / "part-0.parquet")
+    shutil.rmtree(building, ignore_errors=True)
+    shutil.copytree(warehouse, Settings(home=building).warehouse_dir)
+    compact_warehouse(Settings(home=building))
     building.rename(target)
-    return target
+    return settings.warehouse_dir
 
 
 def spark_reads(spark: Any, warehouse: Path) -> dict[str, Any]:

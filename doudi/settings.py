@@ -127,6 +127,9 @@ class MonitorSettings(BaseModel):
     precision_drop: float = Field(
         0.2, gt=0, lt=1, description="Retrain when this month's estimated precision at "
         "capacity is this share below that of the latest month with final labels.")
+    after_monthly: bool = Field(
+        True, description="`doudi monthly` runs the monitor after scoring. Off: schedule "
+        "`doudi monitor` on its own (a very large roll, where it would lengthen the job).")
 
 
 def _spark_value(value: Any) -> Any:
@@ -175,6 +178,11 @@ class Settings(BaseSettings):
     label_allowance_months: int = Field(
         3, ge=0, le=12, description="Reporting allowance before a label is final."
     )
+    training_negative_rate: float = Field(
+        1.0, gt=0, le=1, description="Share of negative rows the training table keeps (every "
+        "positive is kept; a kept negative carries `sample_weight` 1/rate, so probabilities, "
+        "calibration and metrics still estimate the whole roll). 1: no sampling. Below 1 for "
+        "provinces whose full table does not fit one machine (docs/training.md).")
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     engine: Literal["local", "spark"] = Field(
         "local", description="What runs the per-county feature tasks: `local` (a process "
@@ -212,6 +220,10 @@ class Settings(BaseSettings):
     retrain_every_months: int = Field(
         1, ge=1, description="`doudi monthly` retrains when the champion is this old or older."
     )
+    compact_closed_years: bool = Field(
+        True, description="`doudi monthly` compacts the warehouse after ingest: each closed "
+        "year (its December delivered) becomes one file per feed x county (`doudi compact`, "
+        "docs/warehouse.md \"Compaction\").")
     model_name: str | None = Field(
         None,
         description="Registered model name; default doudi-risk-<first 8 hex of the workspace "

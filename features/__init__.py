@@ -5,7 +5,9 @@ training or serving. Public API:
 
 - `build_features(warehouse, as_of, settings)`: keys + features + group columns.
 - `build_labels(warehouse, as_of, settings, known_by)`: scope and labels.
-- `training_table(warehouse, model_month, settings, from_month=None)`.
+- `training_table(warehouse, model_month, settings, from_month=None)` (negatives
+  down-sampled with a `SAMPLE_WEIGHT` column when `settings.training_negative_rate` < 1;
+  `sample_negatives` is the rule).
 - `scoring_table(warehouse, as_of, settings)`.
 - `labelled_table(warehouse, months, settings, known_by)`: any months, labels known by then.
 - `labels_table(warehouse, months, settings, known_by)`: the same without features (cheap).
@@ -24,12 +26,14 @@ from features.registry import (
     group_column_names,
 )
 from features.tables import (
+    SAMPLE_WEIGHT,
     build_features,
     build_features_range,
     build_labels,
     labelled_table,
     labels_table,
     mature_months,
+    sample_negatives,
     scoring_table,
     training_table,
 )
@@ -40,6 +44,7 @@ __all__ = [
     "KEY_COLUMNS",
     "LABEL_COLUMNS",
     "REGISTRY_VERSION",
+    "SAMPLE_WEIGHT",
     "build_features",
     "build_features_range",
     "build_labels",
@@ -49,6 +54,7 @@ __all__ = [
     "labelled_table",
     "labels_table",
     "mature_months",
+    "sample_negatives",
     "scoring_table",
     "training_table",
 ]

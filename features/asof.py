@@ -15,6 +15,7 @@ Two entry points with the same semantics:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -30,11 +31,10 @@ from doudi.errors import UserError
 from doudi.months import Month, require_available
 from doudi.warehouse import (
     COUNTY_DIR_PREFIX,
-    MONTH_DIR_PREFIX,
     county_of,
+    data_files,
     feed_dir,
     latest_delivered_month,
-    month_of,
     table_schema,
     warehouse_name,
 )
@@ -100,7 +100,8 @@ def spell_covers(start: np.ndarray | pd.Series, end: np.ndarray | pd.Series, as_
 
 # -- warehouse layout ------------------------------------------------------------------
 def counties(warehouse: Path) -> list[str]:
-    """Counties on the roster (partition folders of the required households feed)."""
+    """Counties on the roster (county folders of the required households feed, holding
+    month partitions, year files or both; a compaction removes a county folder it empties)."""
     root = feed_dir(warehouse, "households")
     if not root.is_dir():
         raise UserError(f"no households table in the warehouse {warehouse} (run ingest first)")
@@ -114,19 +115,29 @@ def partition_files(
     warehouse: Path, feed_name: str, county: str | None, upto: date,
     since: date | None = None,
 ) -> list[str]:
-    """Parquet files of partitions reported in [since, upto] months (partition pruning)."""
-    root = feed_dir(warehouse, feed_name)
-    if not root.is_dir():
-        return []
-    pattern = f"{COUNTY_DIR_PREFIX}{county or '*'}"
+    """Parquet files holding rows reported in [since, upto] months (pruned by the path: a
+    month partition's month, a year file's month range). A year file may also hold months
+    after `upto` or before `since`: callers filter rows on `reported_date`."""
     hi = f"{upto:%Y-%m}"
     lo = f"{since:%Y-%m}" if since else ""
-    files: list[str] = []
-    for part in sorted(root.glob(f"{pattern}/{MONTH_DIR_PREFIX}*")):
-        month = month_of(part)
-        if lo <= month <= hi:
-            files.extend(str(f) for f in sorted(part.glob("*.parquet")))
-    return files
+    return [str(f.path) for f in data_files(warehouse, feed_name, county) if f.meets(lo, hi)]
+
+
+def _read_listed(list_files: Callable[[], list[str]],
+                 read: Callable[[list[str]], pa.Table]) -> pa.Table | None:
+    """`read(files)` on the files listed now (None when there are none). A compaction may
+    remove a listed file between listing and reading (it adds the year file first): when
+    DuckDB fails and a listed file is gone, list again and read once more."""
+    files = list_files()
+    if not files:
+        return None
+    try:
+        return read(files)
+    except duckdb.Error:
+        if all(Path(f).exists() for f in files):
+            raise
+    files = list_files()
+    return read(files) if files else None
 
 
 def feed_columns(feed_name: str) -> list[str]:
@@ -189,23 +200,27 @@ def read_feed_as_of(
     """The records of one feed as known at month end `as_of` (latest version per key)."""
     t = month_end(as_of)
     cols = columns or feed_columns(feed_name)
-    files = partition_files(warehouse, feed_name, county, t)
-    if not files:
-        return empty_frame(feed_name, cols)
     keys = ", ".join(_key_columns(feed_name))
     order = ", ".join(f"{c} DESC" for c in _version_order(feed_name))
     event_expr = event_sql(feed_name)
     event = f"AND {event_expr} <= DATE '{t}'" if event_expr else ""
-    sql = f"""
-        SELECT {", ".join(cols)} FROM read_parquet({_sql_list(files)}, hive_partitioning=false,
-                                                   union_by_name=true)
-        WHERE reported_date <= DATE '{t}' {event}
-        QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
-        ORDER BY {keys}
-    """
-    with duckdb.connect() as con:
-        con.execute("SET threads TO 1")
-        table = con.sql(sql).to_arrow_table()
+
+    def read(files: list[str]) -> pa.Table:
+        sql = f"""
+            SELECT {", ".join(cols)} FROM read_parquet({_sql_list(files)},
+                                                       hive_partitioning=false,
+                                                       union_by_name=true)
+            WHERE reported_date <= DATE '{t}' {event}
+            QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
+            ORDER BY {keys}
+        """
+        with duckdb.connect() as con:
+            con.execute("SET threads TO 1")
+            return con.sql(sql).to_arrow_table()
+
+    table = _read_listed(lambda: partition_files(warehouse, feed_name, county, t), read)
+    if table is None:
+        return empty_frame(feed_name, cols)
     return table.to_pandas(date_as_object=False).reset_index(drop=True)
 
 
@@ -259,12 +274,12 @@ def load_rows(
     event_expr = event_sql(feed_name)
     # reported_date never precedes the event date, so an event lower bound prunes partitions.
     since = event_since if event_expr else None
-    files = partition_files(warehouse, feed_name, county, upto, since)
-    if files:
-        keys = _key_columns(feed_name)
-        where = f"reported_date <= DATE '{upto}'"
-        if since is not None:
-            where += f" AND {event_expr} >= DATE '{since}'"
+    keys = _key_columns(feed_name)
+    where = f"reported_date <= DATE '{upto}'"
+    if since is not None:
+        where += f" AND {event_expr} >= DATE '{since}'"
+
+    def read(files: list[str]) -> pa.Table:
         sql = f"""
             SELECT {", ".join(cols)} FROM read_parquet({_sql_list(files)},
                                                        hive_partitioning=false,
@@ -276,11 +291,14 @@ def load_rows(
         if con is None:
             with duckdb.connect() as own:
                 own.execute("SET threads TO 1")
-                table = own.sql(sql).to_arrow_table()
-        else:
-            table = con.sql(sql).to_arrow_table()
-        return table.to_pandas(date_as_object=False)
-    return empty_frame(feed_name, cols)
+                return own.sql(sql).to_arrow_table()
+        return con.sql(sql).to_arrow_table()
+
+    table = _read_listed(lambda: partition_files(warehouse, feed_name, county, upto, since),
+                         read)
+    if table is None:
+        return empty_frame(feed_name, cols)
+    return table.to_pandas(date_as_object=False)
 
 
 def _versioned(feed_name: str, rows: pd.DataFrame) -> VersionedFeed:

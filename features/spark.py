@@ -5,10 +5,11 @@
 point-in-time rule included) once per county, each county one Spark task:
 `spark.range(n, numPartitions=n)` puts county i alone in partition i, `mapInArrow` runs
 the task in an executor's Python worker, which reads the warehouse Parquet itself (a
-path every executor sees: a shared filesystem or object store mount) and hands back
-Arrow batches of the schema declared from the feature registry. `toArrow()` collects
-them in partition order, i.e. county code order, each county sorted as the task sorted
-it: the frame is the local engine's, row for row and dtype for dtype.
+path every executor sees: a shared filesystem or object store mount) and hands back its
+frame as Arrow of the schema declared from the feature registry, packed as one Arrow IPC
+blob per county (Spark moves the blob, never unpacks it: see `_BLOB_DDL`). `toArrow()`
+collects the blobs; the driver unpacks them in county code order, each county sorted as
+the task sorted it: the frame is the local engine's, row for row and dtype for dtype.
 
 Why `mapInArrow` rather than `mapInPandas`: we convert pandas <-> Arrow ourselves, with
 the declared schema (a column of another type fails loudly instead of being coerced),
@@ -33,8 +34,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from doudi.errors import UserError
 from doudi.settings import Settings
@@ -43,7 +46,6 @@ from features.registry import feature_names, group_column_names
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-    from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ _FIXED_TYPES: dict[str, pa.DataType] = {
     "village_code": pa.string(),
     "in_scope": pa.bool_(),
     **{name: pa.int8() for name in LABEL_COLUMNS},
+    "sample_weight": pa.float64(),  # features.tables.SAMPLE_WEIGHT (a sampled training table)
 }
 # What the local engine's frame holds for each declared type (pandas 3: strings are `str`).
 _PANDAS_DTYPES: dict[pa.DataType, str] = {
@@ -106,17 +109,6 @@ def arrow_schema(columns: Sequence[str]) -> pa.Schema:
 def pandas_dtypes(schema: pa.Schema) -> dict[str, str]:
     """The local engine's pandas dtype of each column of `schema`."""
     return {field.name: _PANDAS_DTYPES[field.type] for field in schema}
-
-
-def spark_schema(schema: pa.Schema) -> StructType:
-    """The Spark schema of a declared Arrow schema (every column nullable: NaN is null)."""
-    from pyspark.sql import types as st
-
-    spark_types = {pa.string(): st.StringType(), pa.date32(): st.DateType(),
-                   pa.float64(): st.DoubleType(), pa.int8(): st.ByteType(),
-                   pa.bool_(): st.BooleanType()}
-    return st.StructType([st.StructField(f.name, spark_types[f.type], nullable=True)
-                          for f in schema])
 
 
 # -- the session: one per process, created on first use, stopped at exit -----------------
@@ -188,11 +180,21 @@ def _new_session(settings: Settings) -> SparkSession:
 
 
 # -- running the counties ----------------------------------------------------------------
+# What a task hands to Spark: one row per county, its frame as an Arrow IPC stream of the
+# declared schema. Spark never unpacks it: turning ~120 columns into Spark rows on the
+# executors and back into Arrow for the driver cost more CPU than the features themselves
+# at 1M households (docs/benchmarks.md, "Spark"); a blob per county costs one copy.
+_BLOB_DDL = "county long, frame binary"
+# Spark's binary values are Arrow `binary` (32-bit offsets): one county's frame < 2 GiB.
+_MAX_BLOB_BYTES = 2**31 - 1
+
+
 def _county_batches(
     batches: Iterator[pa.RecordBatch], *, counties: tuple[str, ...],
     task: Callable[[str], pd.DataFrame], schema: pa.Schema,
 ) -> Iterator[pa.RecordBatch]:
-    """Executor side: each input row is a county's index; yield its frame as Arrow."""
+    """Executor side: each input row is a county's index; yield its frame, checked against
+    the declared schema, as one Arrow IPC blob."""
     for batch in batches:
         for index in batch.column(0).to_pylist():
             frame = task(counties[index])
@@ -202,7 +204,30 @@ def _county_batches(
                 raise RuntimeError(f"county task columns {list(frame.columns)} differ from "
                                    f"the declared schema {schema.names}")
             table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-            yield from table.replace_schema_metadata(None).to_batches(max_chunksize=BATCH_ROWS)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, schema) as writer:
+                writer.write_table(table.replace_schema_metadata(None),
+                                   max_chunksize=BATCH_ROWS)
+            blob = sink.getvalue()
+            if blob.size > _MAX_BLOB_BYTES:
+                raise RuntimeError(f"county {counties[index]}: its frame is {blob.size:,} "
+                                   "bytes, over Spark's 2 GiB per value")
+            offsets = pa.py_buffer(np.array([0, blob.size], dtype=np.int32).tobytes())
+            frame_value = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, blob])  # no copy
+            yield pa.record_batch([pa.array([index], pa.int64()), frame_value],
+                                  names=["county", "frame"])
+
+
+def _unpack(blobs: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """The counties' frames, in county order, as one table of the declared schema."""
+    order = pc.sort_indices(blobs["county"])
+    frames = [pa.ipc.open_stream(blob.as_buffer()).read_all()
+              for blob in blobs["frame"].take(order)]
+    for frame in frames:
+        if not frame.schema.equals(schema):
+            raise RuntimeError(f"a county frame's schema {frame.schema} is not the declared "
+                               f"{schema}")
+    return pa.concat_tables(frames) if frames else None
 
 
 def run_counties(
@@ -219,13 +244,15 @@ def run_counties(
     ids = spark.range(len(counties), numPartitions=max(1, len(counties)))
     try:
         with _quiet_pandas3_warning():
-            table = ids.mapInArrow(work, spark_schema(schema)).toArrow()
+            blobs = ids.mapInArrow(work, _BLOB_DDL).toArrow()
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:
             raise
         raise user_error from None
-    if table.num_rows == 0:
+    table = _unpack(blobs, schema)
+    del blobs
+    if table is None or table.num_rows == 0:
         return None
     # self_destruct: Arrow buffers are freed as columns convert (lower peak memory)
     frame = table.to_pandas(date_as_object=False, split_blocks=True, self_destruct=True)

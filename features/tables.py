@@ -22,27 +22,51 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from doudi.contract import FEED_NAMES
 from doudi.errors import UserError
 from doudi.months import Month
 from doudi.settings import Settings
-from doudi.warehouse import month_of
-from features.asof import counties, month_range, partition_files
+from doudi.warehouse import data_files
+from features.asof import counties, month_range
 from features.build import county_features, output_columns
 from features.county import load_county
 from features.labels import LABEL_COLUMNS, LABEL_FEEDS, county_labels
 
 log = logging.getLogger(__name__)
 Task = Literal["features", "labels", "training", "scoring"]
+SAMPLE_WEIGHT = "sample_weight"
+# The negative sample's hash key (16 bytes, fixed): the same rows are kept on every engine and
+# every rerun. Keys are already keyed pseudonyms, so the choice reveals nothing.
+_SAMPLE_HASH_KEY = "doudi-neg-sample"
+
+
+def sample_negatives(table: pd.DataFrame, rate: float) -> pd.DataFrame:
+    """Every positive row and each negative with probability `rate` (a hash of household and
+    as-of month, so deterministic); kept negatives carry `sample_weight` 1/rate, positives 1.
+    Weighted sums over the sample estimate those over `table` without bias."""
+    if not 0 < rate <= 1:
+        raise ValueError(f"negative sampling rate {rate} is not in (0, 1]")
+    positive = table["label"].to_numpy() == 1
+    ids = pd.DataFrame({"household_key": table["household_key"].astype(str),
+                        "as_of": pd.to_datetime(table["as_of"]).dt.strftime("%Y-%m")})
+    hashed = pd.util.hash_pandas_object(ids, index=False, hash_key=_SAMPLE_HASH_KEY)
+    uniform = (hashed.to_numpy() >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
+    keep = positive | (uniform < rate)
+    out = table[keep].reset_index(drop=True)
+    out[SAMPLE_WEIGHT] = np.where(positive[keep], 1.0, 1.0 / rate)
+    return out
 
 
 def _county_task(
     warehouse: Path, county: str, months: list[date], settings: Settings, task: Task,
-    known_by: date | None,
+    known_by: date | None, negative_rate: float = 1.0,
 ) -> pd.DataFrame:
-    """All requested months for one county (a pure function of the warehouse)."""
+    """All requested months for one county (a pure function of the warehouse); training
+    rows down-sampled here (`sample_negatives`) when `negative_rate` < 1, so only the sample
+    ever leaves the worker or executor."""
     upto = max(known_by or months[-1], months[-1])
     history = load_county(warehouse, county, months[0], upto,
                           feeds=LABEL_FEEDS if task == "labels" else FEED_NAMES)
@@ -62,6 +86,8 @@ def _county_task(
         merged = merged[merged["in_scope"].to_numpy()].drop(columns="in_scope")
         if task == "scoring":
             merged = merged.drop(columns=list(LABEL_COLUMNS))
+        elif negative_rate < 1.0:
+            merged = sample_negatives(merged, negative_rate)
         frames.append(merged)
     if not frames:
         return pd.DataFrame()
@@ -100,9 +126,12 @@ def _die_with_parent(parent: int, pdeathsig: bool) -> None:
 
 def _run(
     warehouse: Path, months: list[date], settings: Settings, task: Task,
-    known_by: date | None = None, county: str | None = None,
+    known_by: date | None = None, county: str | None = None, negative_rate: float = 1.0,
 ) -> pd.DataFrame:
     warehouse = Path(warehouse)
+    if negative_rate < 1.0 and task != "training":
+        raise ValueError(f"negative sampling applies to training tables, not {task}")
+    empty = _empty(task, sampled=negative_rate < 1.0)
     todo = [county] if county else counties(warehouse)
     if settings.engine == "spark":
         from features.spark import run_counties  # pyspark only on this path
@@ -110,14 +139,15 @@ def _run(
         log.info("features: %s for %d month(s), %d counties, on spark", task, len(months),
                  len(todo))
         task_fn = partial(_county_task, warehouse, months=months, settings=settings,
-                          task=task, known_by=known_by)
-        frame = run_counties(todo, task_fn, list(_empty(task).columns), settings)
-        return _empty(task) if frame is None else frame
+                          task=task, known_by=known_by, negative_rate=negative_rate)
+        frame = run_counties(todo, task_fn, list(empty.columns), settings)
+        return empty if frame is None else frame
     workers = min(settings.workers, len(todo))
     log.info("features: %s for %d month(s), %d counties, %d workers", task, len(months),
              len(todo), workers)
     if workers <= 1:
-        parts = [_county_task(warehouse, c, months, settings, task, known_by) for c in todo]
+        parts = [_county_task(warehouse, c, months, settings, task, known_by, negative_rate)
+                 for c in todo]
     else:
         # fork: no per-task import cost and no `if __name__ == "__main__"` trap for callers'
         # scripts. Safe here because features never keeps a DuckDB connection (and its
@@ -130,23 +160,24 @@ def _run(
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                  initializer=_die_with_parent,
                                  initargs=(os.getpid(), own_thread)) as pool:
-            futures = [pool.submit(_county_task, warehouse, c, months, settings, task, known_by)
+            futures = [pool.submit(_county_task, warehouse, c, months, settings, task, known_by,
+                                   negative_rate)
                        for c in todo]
             parts = [fut.result() for fut in futures]
     parts = [p for p in parts if len(p)]
     if not parts:
-        return _empty(task)
+        return empty
     # Counties in code order, each sorted by (as_of, household_key): deterministic without a
     # global sort (which would copy the whole table once more).
     return pd.concat(parts, ignore_index=True)
 
 
-def _empty(task: Task) -> pd.DataFrame:
+def _empty(task: Task, sampled: bool = False) -> pd.DataFrame:
     if task == "labels":
         return pd.DataFrame(columns=["household_key", "as_of", "in_scope", *LABEL_COLUMNS])
     columns = output_columns()
     if task == "training":
-        columns = [*columns, *LABEL_COLUMNS]
+        columns = [*columns, *LABEL_COLUMNS, *([SAMPLE_WEIGHT] if sampled else [])]
     return pd.DataFrame(columns=columns)
 
 
@@ -187,10 +218,10 @@ def mature_months(model_month: Month, settings: Settings, from_month: Month) -> 
 
 def first_roster_month(warehouse: Path) -> Month:
     """The first reported month of the households roster (where training history starts)."""
-    files = partition_files(Path(warehouse), "households", None, date(9999, 12, 31))
+    files = data_files(Path(warehouse), "households")  # a year file's name: its first month
     if not files:
         raise UserError(f"no households rows in the warehouse {warehouse} (run ingest first)")
-    return min(Month.parse(month_of(Path(f).parent), what="partition") for f in files)
+    return min(Month.parse(f.first, what="partition") for f in files)
 
 
 def training_table(
@@ -199,11 +230,14 @@ def training_table(
     """In-scope households x mature as-of months: features, labels, group columns.
 
     Only rows reported by the model month are read; features at T only use rows
-    reported by T. `from_month` defaults to the first month with roster rows.
+    reported by T. `from_month` defaults to the first month with roster rows. With
+    `settings.training_negative_rate` < 1 the negatives are down-sampled in each county's
+    task and a `sample_weight` column is added (`sample_negatives`).
     """
     first = from_month or first_roster_month(warehouse)
     months = mature_months(model_month, settings, first)
-    return _run(warehouse, months, settings, "training", known_by=model_month.end)
+    return _run(warehouse, months, settings, "training", known_by=model_month.end,
+                negative_rate=settings.training_negative_rate)
 
 
 def scoring_table(warehouse: Path, as_of: Month, settings: Settings) -> pd.DataFrame:

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from doudi.settings import Settings
-from doudi.warehouse import partition_dir
+from doudi.warehouse import COUNTY_DIR_PREFIX, MONTH_DIR_PREFIX, YEAR_DIR_PREFIX, partition_dir
 
 MANIFEST_NAME = "_manifest.json"
 STAGING = ".staging"
@@ -90,6 +90,15 @@ def _remove_if_empty(path: Path) -> None:
         path.rmdir()
 
 
+def _remove_empty_partition(folder: Path) -> None:
+    """A warehouse partition folder (and its county folder) a remove left empty: gone, so
+    no empty `reported_month=` folder counts as a delivery."""
+    if folder.name.startswith((MONTH_DIR_PREFIX, YEAR_DIR_PREFIX)):
+        _remove_if_empty(folder)
+        if folder.parent.name.startswith(COUNTY_DIR_PREFIX):
+            _remove_if_empty(folder.parent)
+
+
 def _apply(home: Path, journal: Path) -> None:
     plan = json.loads(journal.read_text(encoding="utf-8"))
     for src_rel, dst_rel in plan["moves"]:
@@ -97,8 +106,9 @@ def _apply(home: Path, journal: Path) -> None:
         if src.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
             src.replace(dst)
-    for gone in plan.get("removes", []):  # replaced files (pending rows now placed)
+    for gone in plan.get("removes", []):  # replaced files (pending rows, compacted months)
         (home / gone).unlink(missing_ok=True)
+        _remove_empty_partition((home / gone).parent)
     atomic_write_text(home / plan["manifest_path"], plan["manifest"])
     journal.unlink()
 

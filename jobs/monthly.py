@@ -1,9 +1,10 @@
 """The monthly job: one month, end to end, idempotent (`doudi monthly`, the scheduler).
 
-ingest the new extracts -> retrain when due (and gate) -> score and explain -> store
-alerts -> caseworker sheets per township -> one-chain-of-help reports. Each step is a
-stage function of its own package; this module only sequences them and decides whether
-retraining is due. `jobs/commands/monthly_cmd.py` parses and prints.
+ingest the new extracts -> compact closed years -> retrain when due (and gate) -> score
+and explain -> store alerts -> caseworker sheets per township -> one-chain-of-help
+reports. Each step is a stage function of its own package; this module only sequences
+them and decides whether retraining is due. `jobs/commands/monthly_cmd.py` parses and
+prints.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class MonthlySummary:
     capacity: CapacityReport | None = None
     monitor: str = ""  # the monitor's recommendation line and its report file
     monitor_warning: str = ""  # why the monitor failed (the month's work stands)
+    compaction: str = ""  # the compaction's report line (settings.compact_closed_years)
+    step_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step
 
 
 def champion_as_of(settings: Settings) -> Month | None:
@@ -92,10 +95,18 @@ def run_monthly(
     from training.job import train_monthly
 
     require_not_future(as_of)
+    steps = _StepClock()
     report = ingest.ingest(raw_dir, settings, allow_unknown=allow_unknown)
+    steps.done("ingest")
     new_files = sum(1 for f in report.files if f.skipped is None)
     # After ingest: this month's delivery counts as delivered.
     require_delivered(settings.warehouse_dir, as_of, allow_undelivered=allow_undelivered)
+    compaction = ""
+    if settings.compact_closed_years:  # closed years -> one file each; atomic, fails the month
+        from ingest.compact import compact_warehouse
+
+        compaction = compact_warehouse(settings).line()
+        steps.done("compact")
 
     champion_month = champion_as_of(settings)
     due = champion_month is None or as_of - champion_month >= settings.retrain_every_months
@@ -113,8 +124,10 @@ def run_monthly(
         )
     else:
         trained = f"not due (champion trained as of {champion_month})"
+    steps.done("train")
 
     run = score_month(settings, as_of, allow_undelivered=allow_undelivered)
+    steps.done("score")
     summary = MonthlySummary(
         as_of=as_of,
         files_ingested=new_files,
@@ -126,6 +139,7 @@ def run_monthly(
         alerts_created=len(run.added.created),
         alerts_skipped=run.added.skipped_counts(),
         ingest_feeds=report.feed_table(),
+        compaction=compaction,
         silent_feeds=report.silent_feeds(str(as_of)[:7]),
     )
     with open_store(settings=settings) as store:
@@ -142,6 +156,7 @@ def run_monthly(
     report_dir.mkdir(parents=True, exist_ok=True)
     duplicates.to_csv(report_dir / "possible_duplicate_assistance.csv", index=False)
     missed.to_csv(report_dir / "possible_omissions.csv", index=False)
+    steps.done("export")
     if run.capacity is not None:
         run.capacity.by_township.to_csv(report_dir / CAPACITY_REPORT, index=False)
         summary.capacity = run.capacity
@@ -152,8 +167,29 @@ def run_monthly(
     if len(scored):
         alerted = scored[scored["alerted"].to_numpy()]
         summary.top = alerted.sort_values("risk", ascending=False).head(5)
-    summary.monitor, summary.monitor_warning = monitor_after_scoring(settings, as_of)
+    if settings.monitor.after_monthly:
+        summary.monitor, summary.monitor_warning = monitor_after_scoring(settings, as_of)
+        steps.done("monitor")
+    else:
+        summary.monitor = f"not run (monitor.after_monthly off): `doudi monitor --as-of {as_of}`"
+    summary.step_seconds = steps.seconds
     return summary
+
+
+class _StepClock:
+    """Wall time of each step of the job, for the summary (operators see where it goes)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.seconds: dict[str, float] = {}
+
+    def done(self, step: str) -> None:
+        now = self._now()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - self._last
+        self._last = now
 
 
 def monitor_after_scoring(settings: Settings, as_of: Month) -> tuple[str, str]:

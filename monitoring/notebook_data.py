@@ -32,8 +32,8 @@ from doudi.contract import RISK_TYPES
 from doudi.errors import UserError
 from doudi.months import Month
 from doudi.settings import Settings
-from doudi.warehouse import latest_delivered_month, month_of
-from features.asof import counties, event_dates, load_rows, months_of, partition_files
+from doudi.warehouse import data_files, latest_delivered_month
+from features.asof import counties, event_dates, load_rows, months_of
 from features.divisions import division_names
 from features.registry import BY_NAME, GROUP_COLUMNS, HARDSHIP_RISK_TYPE
 
@@ -121,11 +121,21 @@ def deliveries(ctx: NotebookContext) -> pd.DataFrame:
     from doudi.contract import FEED_NAMES
 
     records = []
+    upto = str(ctx.as_of)
     for feed in FEED_NAMES:
         for county in counties(ctx.warehouse):
-            for path in partition_files(ctx.warehouse, feed, county, ctx.as_of.end):
-                records.append((feed, county, month_of(Path(path).parent),
-                                pq.ParquetFile(path).metadata.num_rows))
+            for file in data_files(ctx.warehouse, feed, county):
+                if not file.meets("", upto):
+                    continue
+                if not file.compacted:  # one month: the footer's row count
+                    records.append((feed, county, file.first,
+                                    pq.ParquetFile(file.path).metadata.num_rows))
+                    continue
+                # a year file holds several months (maybe some after the month): count them
+                months = pq.read_table(file.path, columns=["reported_month"])["reported_month"]
+                counts = months.value_counts().to_pylist()
+                records += [(feed, county, c["values"], c["counts"]) for c in counts
+                            if c["values"] <= upto]
     frame = pd.DataFrame(records, columns=["feed", "county_code", "reported_month", "rows"])
     return frame.groupby(["feed", "county_code", "reported_month"], as_index=False).agg(
         rows=("rows", "sum"))

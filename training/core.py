@@ -17,6 +17,9 @@ Scheme (see docs/training.md):
   Ranking metrics are reported twice on the test block: by the raw margin (what serving ranks
   by) and by the calibrated probability (`margin_*` vs the plain names); the registry gate
   refuses a calibrator that lowers them.
+With `weight` (a negative-down-sampled table: kept negatives carry 1/r) every booster, the
+baselines, the calibrators and every metric are weighted, so probabilities and figures
+estimate the full population (docs/training.md, "Down-sampled, weighted training tables").
 """
 
 from __future__ import annotations
@@ -193,11 +196,19 @@ def feature_specs(X: pd.DataFrame) -> tuple[FeatureSpec, ...]:
 
 
 def data_fingerprint(X: pd.DataFrame, y: pd.Series, time: pd.Series,
-                     config: TrainConfig | None = None) -> str:
-    """SHA-256 over the values of X, y, time (not the index) and the config."""
+                     config: TrainConfig | None = None,
+                     weight: pd.Series | None = None) -> str:
+    """SHA-256 over the values of X, y, time (not the index), the sample weights when given
+    (a table sampled at another rate is other data; all-1 weights are no sampling, so they
+    hash as no weights) and the config."""
     h = hashlib.sha256()
     h.update(",".join(map(str, X.columns)).encode())
-    for frame in (X, y.to_frame(), time.to_frame()):
+    frames = [X, y.to_frame(), time.to_frame()]
+    w = None if weight is None else np.asarray(weight, dtype=np.float64)
+    if w is not None and not np.all(w == 1.0):
+        h.update(b"sample_weight")
+        frames.append(pd.Series(w).to_frame())
+    for frame in frames:
         h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     if config is not None:
         h.update(config.model_dump_json().encode())
@@ -215,6 +226,9 @@ class DataSummary:
     periods: int  # distinct periods (cross-sectional: dealt blocks)
     first_period: str
     last_period: str
+    # The population the rows stand for (sum of sample weights; = rows, positives unweighted).
+    represented_rows: float = math.nan
+    represented_positives: float = math.nan
 
 
 @dataclass
@@ -250,6 +264,7 @@ class FitResult:
     test_margin: np.ndarray | None = None  # evaluated model's raw margin on the test block
     cross_sectional: bool = False  # no time given: the periods were dealt blocks
     data: DataSummary | None = None
+    test_weight: np.ndarray | None = None  # the test rows' sample weights (None: unweighted)
 
     def held_out_probability(self) -> pd.Series:
         """Honest predictions: the evaluated model's calibrated probability on the test
@@ -298,26 +313,40 @@ def _held_out_households(household: pd.Series | None, share: float) -> np.ndarra
     return (hashed.to_numpy() % 10_000) < round(share * 10_000)
 
 
+def _subset(w: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """The sample weights of `rows` (None: unweighted)."""
+    return None if w is None else w[rows]
+
+
 def _train_booster(Xm: np.ndarray, y: np.ndarray, fit_rows: np.ndarray,
                    stop_rows: np.ndarray | None, params: dict[str, Any], cat_idx: list[int],
-                   config: TrainConfig, num_rounds: int | None = None) -> lgb.Booster:
-    """Fit one booster; early-stops on `stop_rows` unless a fixed `num_rounds` is given."""
+                   config: TrainConfig, num_rounds: int | None = None,
+                   w: np.ndarray | None = None) -> lgb.Booster:
+    """Fit one booster (weighted by `w` when given, fit and stop rows alike); early-stops
+    on `stop_rows` unless a fixed `num_rounds` is given."""
     if config.negative_sample_rate < 1.0:
         # Negative downsampling for speed at ~3% positives; a fixed seed keeps reruns equal.
+        # On a weighted table it comes on top of the table's own sampling, unreweighted as
+        # ever: the out-of-time calibration absorbs the shifted base rate.
         rng = np.random.default_rng(config.seed)
         keep = (y[fit_rows] == 1) | (rng.random(len(fit_rows)) < config.negative_sample_rate)
         fit_rows = fit_rows[keep]
     fit_y = y[fit_rows]
+    fit_w = _subset(w, fit_rows)
     p = dict(params)
     if config.imbalance == "scale_pos_weight":
-        pos = max(float(fit_y.sum()), 1.0)
-        p["scale_pos_weight"] = (len(fit_y) - pos) / pos
-    train_set = lgb.Dataset(Xm[fit_rows], label=fit_y, categorical_feature=cat_idx,
+        if fit_w is None:
+            pos = max(float(fit_y.sum()), 1.0)
+            p["scale_pos_weight"] = (len(fit_y) - pos) / pos
+        else:  # the population's imbalance, not the sample's
+            pos = max(float(np.sum(fit_w * fit_y)), 1e-12)
+            p["scale_pos_weight"] = float(np.sum(fit_w * (1 - fit_y))) / pos
+    train_set = lgb.Dataset(Xm[fit_rows], label=fit_y, weight=fit_w, categorical_feature=cat_idx,
                             free_raw_data=True, params={"max_bin": config.max_bin})
     if num_rounds is not None or stop_rows is None or len(stop_rows) == 0:
         return lgb.train(p, train_set, num_boost_round=num_rounds or config.n_estimators)
-    stop_set = lgb.Dataset(Xm[stop_rows], label=y[stop_rows], reference=train_set,
-                           categorical_feature=cat_idx)
+    stop_set = lgb.Dataset(Xm[stop_rows], label=y[stop_rows], weight=_subset(w, stop_rows),
+                           reference=train_set, categorical_feature=cat_idx)
     booster = lgb.train(
         p, train_set, num_boost_round=config.n_estimators, valid_sets=[stop_set],
         valid_names=["stop"],
@@ -355,11 +384,15 @@ class _LogisticBaseline:
                                       LogisticRegression(max_iter=300))
         self.config = config
 
-    def fit(self, Xm: np.ndarray, y: np.ndarray, rows: np.ndarray) -> _LogisticBaseline:
+    def fit(self, Xm: np.ndarray, y: np.ndarray, rows: np.ndarray,
+            w: np.ndarray | None = None) -> _LogisticBaseline:
         if len(rows) > self.config.baseline_max_rows:
             rng = np.random.default_rng(self.config.seed)
             rows = np.sort(rng.choice(rows, self.config.baseline_max_rows, replace=False))
-        self.pipeline.fit(Xm[rows], y[rows])
+        if w is None:
+            self.pipeline.fit(Xm[rows], y[rows])
+        else:
+            self.pipeline.fit(Xm[rows], y[rows], logisticregression__sample_weight=w[rows])
         return self
 
     def predict(self, Xm: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -379,8 +412,8 @@ def _rule_arrays(rule_scores: Mapping[str, RuleScore] | None, X: pd.DataFrame
 
 
 def _score_row(scorer: str, fold: Fold, y: np.ndarray, p: np.ndarray, config: TrainConfig,
-               probabilities: bool) -> dict[str, Any]:
-    summary = metrics.binary_summary(y, p, config.k_pct, config.n_bins, probabilities)
+               probabilities: bool, w: np.ndarray | None = None) -> dict[str, Any]:
+    summary = metrics.binary_summary(y, p, config.k_pct, config.n_bins, probabilities, w)
     return {"fold": fold.index, "is_test": fold.is_test, "scorer": scorer, **summary}
 
 
@@ -396,8 +429,8 @@ def _random_params(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def _search(Xm: np.ndarray, y: np.ndarray, period_idx: np.ndarray, fold: Fold,
-            cat_idx: list[int], config: TrainConfig,
-            held_out: np.ndarray | None) -> tuple[dict[str, Any], pd.DataFrame]:
+            cat_idx: list[int], config: TrainConfig, held_out: np.ndarray | None,
+            w: np.ndarray | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Tiny random search under a time budget, scored by PR-AUC on one CV fold."""
     rng = np.random.default_rng(config.seed)
     start = _time.perf_counter()
@@ -409,8 +442,9 @@ def _search(Xm: np.ndarray, y: np.ndarray, period_idx: np.ndarray, fold: Fold,
             break
         overrides = {} if t == 0 else _random_params(rng)  # trial 0 = the configured params
         booster = _train_booster(Xm, y, fit_rows, stop_rows, config.lgb_params(**overrides),
-                                 cat_idx, config)
-        score = metrics.pr_auc(y[valid_rows], booster.predict(Xm[valid_rows], raw_score=True))
+                                 cat_idx, config, w=w)
+        score = metrics.pr_auc(y[valid_rows], booster.predict(Xm[valid_rows], raw_score=True),
+                               _subset(w, valid_rows))
         trials.append({"trial": t, **overrides, "pr_auc": score,
                        "rounds": booster.current_iteration()})
     table = pd.DataFrame(trials)
@@ -423,8 +457,10 @@ def _search(Xm: np.ndarray, y: np.ndarray, period_idx: np.ndarray, fold: Fold,
 
 def _type_models(Xm: np.ndarray, y: np.ndarray, type_labels: pd.DataFrame | None,
                  train_rows: np.ndarray, test_rows: np.ndarray, cat_idx: list[int],
-                 config: TrainConfig) -> tuple[dict[str, lgb.Booster], pd.DataFrame]:
-    """One small booster per risk type on identified rows: P(type | identified, x)."""
+                 config: TrainConfig, w: np.ndarray | None = None
+                 ) -> tuple[dict[str, lgb.Booster], pd.DataFrame]:
+    """One small booster per risk type on identified rows: P(type | identified, x)
+    (weighted by `w` when given; identified rows are positives, usually weight 1)."""
     if type_labels is None or type_labels.empty:
         return {}, pd.DataFrame(columns=["risk_type", "status"])
     params = config.lgb_params(num_leaves=config.type_num_leaves, learning_rate=0.05,
@@ -448,12 +484,15 @@ def _type_models(Xm: np.ndarray, y: np.ndarray, type_labels: pd.DataFrame | None
             rows.append(row)
             continue
         evaluated = lgb.train(params, lgb.Dataset(Xm[pos_train], label=t[pos_train],
+                                                  weight=_subset(w, pos_train),
                                                   categorical_feature=cat_idx),
                               num_boost_round=config.type_n_estimators)
-        row["roc_auc"] = (metrics.roc_auc(t[pos_test], evaluated.predict(Xm[pos_test]))
+        row["roc_auc"] = (metrics.roc_auc(t[pos_test], evaluated.predict(Xm[pos_test]),
+                                          _subset(w, pos_test))
                           if len(pos_test) else math.nan)
         row["status"] = "trained"
         models[name] = lgb.train(params, lgb.Dataset(Xm[pos_all], label=t[pos_all],
+                                                     weight=_subset(w, pos_all),
                                                      categorical_feature=cat_idx),
                                  num_boost_round=config.type_n_estimators)
         rows.append(row)
@@ -514,12 +553,23 @@ class _Table:
     held_out: np.ndarray | None  # households held out for early stopping (per row)
     rules: dict[str, np.ndarray]
     fingerprint: str
+    w: np.ndarray | None = None  # sample weights (None: every row stands for itself)
+
+
+def _sample_weights(weight: pd.Series | None, n: int) -> np.ndarray | None:
+    """`weight` as float64: finite, non-negative, some positive; else a one-line ValueError."""
+    if weight is None:
+        return None
+    w = metrics.check_weights(pd.Series(weight).to_numpy(), n, "weight")
+    if w is not None and not w.sum() > 0:
+        raise ValueError("weight sums to 0: at least one row must carry weight")
+    return w
 
 
 def _prepare(X: pd.DataFrame, y: pd.Series, time: pd.Series | None,
              household: pd.Series | None, config: TrainConfig,
              rule_scores: Mapping[str, RuleScore] | None,
-             aligned: Mapping[str, Any]) -> _Table:
+             aligned: Mapping[str, Any], weight: pd.Series | None = None) -> _Table:
     """Check that every input aligns with X, encode X, find the periods and the folds."""
     n = len(X)
     for name, other in aligned.items():
@@ -527,6 +577,7 @@ def _prepare(X: pd.DataFrame, y: pd.Series, time: pd.Series | None,
             raise ValueError(f"{name} has {len(other)} rows but X has {n}")
     check_unique_columns(X.columns)
     y_arr = _zero_one(y)
+    w = _sample_weights(weight, n)
     cross_sectional = time is None
     if time is None:
         n_blocks = periods_needed(config.n_folds, config.fold_periods, config.gap_periods,
@@ -545,7 +596,9 @@ def _prepare(X: pd.DataFrame, y: pd.Series, time: pd.Series | None,
         held_out=None if cross_sectional else _held_out_households(
             household, config.early_stopping_holdout),
         rules=_rule_arrays(rule_scores, X),
-        fingerprint=data_fingerprint(X, pd.Series(y), pd.Series(time), config),
+        fingerprint=data_fingerprint(X, pd.Series(y), pd.Series(time), config,
+                                     None if weight is None else pd.Series(weight)),
+        w=w,
     )
 
 
@@ -578,12 +631,13 @@ def _baseline_rows(t: _Table, fold: Fold, rows: np.ndarray,
                    config: TrainConfig) -> list[dict[str, Any]]:
     """The logistic baseline's and the rules' scores on a fold's validation `rows`."""
     out = []
-    y = t.y[rows]
+    y, w = t.y[rows], _subset(t.w, rows)
     if config.logistic_baseline:
-        lr = _LogisticBaseline(t.specs, config).fit(t.Xm, t.y, _before_gap(t.period_idx, fold))
-        out.append(_score_row("logistic", fold, y, lr.predict(t.Xm, rows), config, True))
+        lr = _LogisticBaseline(t.specs, config).fit(t.Xm, t.y, _before_gap(t.period_idx, fold),
+                                                    t.w)
+        out.append(_score_row("logistic", fold, y, lr.predict(t.Xm, rows), config, True, w))
     for name, score in t.rules.items():
-        out.append(_score_row(f"rule:{name}", fold, y, score[rows], config, False))
+        out.append(_score_row(f"rule:{name}", fold, y, score[rows], config, False, w))
     return out
 
 
@@ -595,6 +649,13 @@ class _OutOfTime:
     score_rows: list[dict[str, Any]] = field(default_factory=list)
     margins: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
+    weights: list[np.ndarray] = field(default_factory=list)  # empty when unweighted
+
+    def weight(self, folds: slice, extra: np.ndarray | None = None) -> np.ndarray | None:
+        """The `folds`' sample weights concatenated (+ `extra`); None when unweighted."""
+        if not self.weights:
+            return None
+        return np.concatenate([*self.weights[folds], *([] if extra is None else [extra])])
 
 
 def _cross_validate(t: _Table, params: dict[str, Any], config: TrainConfig) -> _OutOfTime:
@@ -603,12 +664,17 @@ def _cross_validate(t: _Table, params: dict[str, Any], config: TrainConfig) -> _
     for fold in t.folds[:-1]:
         fit_rows, stop_rows = _fit_stop_rows(t.period_idx, fold, t.held_out)
         valid_rows = _rows(t.period_idx, fold.valid_periods)
-        booster = _train_booster(t.Xm, t.y, fit_rows, stop_rows, params, t.cat_idx, config)
+        booster = _train_booster(t.Xm, t.y, fit_rows, stop_rows, params, t.cat_idx, config,
+                                 w=t.w)
         margin = np.asarray(booster.predict(t.Xm[valid_rows], raw_score=True,
                                             num_threads=config.num_threads))
         oot.margins.append(margin)
         oot.labels.append(t.y[valid_rows])
-        row = _score_row("lightgbm_raw", fold, t.y[valid_rows], _sigmoid(margin), config, True)
+        valid_w = _subset(t.w, valid_rows)
+        if valid_w is not None:
+            oot.weights.append(valid_w)
+        row = _score_row("lightgbm_raw", fold, t.y[valid_rows], _sigmoid(margin), config, True,
+                         valid_w)
         row["rounds"] = booster.current_iteration()
         oot.score_rows.append(row)
         oot.score_rows.extend(_baseline_rows(t, fold, valid_rows, config))
@@ -626,11 +692,13 @@ def _calibrate_out_of_time(oot: _OutOfTime, config: TrainConfig) -> _Calibration
     """Choose the method on the CV folds (earlier folds fit, latest fold scores) unless the
     config names one; refit it on every CV fold's margins."""
     earlier_m, earlier_y = np.concatenate(oot.margins[:-1]), np.concatenate(oot.labels[:-1])
-    method, candidates = calib.choose_calibration(earlier_m, earlier_y, oot.margins[-1],
-                                                  oot.labels[-1], config.n_bins)
+    method, candidates = calib.choose_calibration(
+        earlier_m, earlier_y, oot.margins[-1], oot.labels[-1], config.n_bins,
+        fit_w=oot.weight(slice(None, -1)), eval_w=oot.weight(slice(-1, None)))
     if config.calibration != "auto":
         method = config.calibration
-    fitted = calib.fit_calibrator(method, np.concatenate(oot.margins), np.concatenate(oot.labels))
+    fitted = calib.fit_calibrator(method, np.concatenate(oot.margins), np.concatenate(oot.labels),
+                                  oot.weight(slice(None)))
     return _Calibration(method, candidates, fitted)
 
 
@@ -646,6 +714,7 @@ class _Evaluated:
     probability: np.ndarray  # calibrated
     comparison_rows: list[dict[str, Any]]  # the model first, then the baselines
     raw_row: dict[str, Any]  # the model before calibration
+    w: np.ndarray | None = None  # the test rows' sample weights
 
     @property
     def rounds(self) -> int:
@@ -657,21 +726,22 @@ def _evaluate_on_test(t: _Table, params: dict[str, Any], calibrator: Calibrator,
     test = t.folds[-1]
     fit_rows, stop_rows = _fit_stop_rows(t.period_idx, test, t.held_out)
     rows = _rows(t.period_idx, test.valid_periods)
-    booster = _train_booster(t.Xm, t.y, fit_rows, stop_rows, params, t.cat_idx, config)
+    booster = _train_booster(t.Xm, t.y, fit_rows, stop_rows, params, t.cat_idx, config,
+                             w=t.w)
     margin = np.asarray(booster.predict(t.Xm[rows], raw_score=True,
                                         num_threads=config.num_threads))
     probability = calibrator.apply(margin)
-    y = t.y[rows]
-    headline = _score_row("lightgbm", test, y, probability, config, True)
+    y, w = t.y[rows], _subset(t.w, rows)
+    headline = _score_row("lightgbm", test, y, probability, config, True, w)
     headline["rounds"] = booster.current_iteration()
-    raw_row = _score_row("lightgbm_raw", test, y, _sigmoid(margin), config, True)
+    raw_row = _score_row("lightgbm_raw", test, y, _sigmoid(margin), config, True, w)
     # Before calibration: ranking by the margin (serving's order), Brier/ECE of the raw sigmoid.
     # After: the plain names. The gate refuses a calibrator whose ranking metrics fall.
-    margin_ranking = metrics.ranking_summary(y, margin, config.k_pct)
+    margin_ranking = metrics.ranking_summary(y, margin, config.k_pct, w)
     headline.update({f"margin_{k}": v for k, v in margin_ranking.items()})
     headline.update({f"raw_{k}": raw_row[k] for k in ("brier", "ece")})
     return _Evaluated(booster, rows, y, margin, probability,
-                      [headline, *_baseline_rows(t, test, rows, config)], raw_row)
+                      [headline, *_baseline_rows(t, test, rows, config)], raw_row, w)
 
 
 def _fairness_on_test(groups: pd.DataFrame | None, ev: _Evaluated,
@@ -682,7 +752,7 @@ def _fairness_on_test(groups: pd.DataFrame | None, ev: _Evaluated,
         ev.y, ev.probability, groups.iloc[ev.rows].reset_index(drop=True),
         k_pct=config.k_pct, reference=config.fairness_reference, tau=config.fairness_tau,
         min_size=config.fairness_min_size, min_positives=config.fairness_min_positives,
-        n_bins=config.n_bins)
+        n_bins=config.n_bins, w=ev.w)
 
 
 def _lead_time_on_test(household: pd.Series | None, time: pd.Series, ev: _Evaluated,
@@ -694,7 +764,7 @@ def _lead_time_on_test(household: pd.Series | None, time: pd.Series, ev: _Evalua
     hh = pd.Series(household).to_numpy()[ev.rows]
     t_test = pd.Series(time).to_numpy()[ev.rows]
     ident = metrics.identification_from_labels(hh, t_test, ev.y)
-    flagged = metrics.top_k_mask_by_period(ev.margin, t_test, config.k_pct)
+    flagged = metrics.top_k_mask_by_period(ev.margin, t_test, config.k_pct, ev.w)
     return metrics.lead_time_summary(metrics.lead_times(hh, t_test, flagged, ident))
 
 
@@ -703,9 +773,10 @@ def _refit_production(t: _Table, params: dict[str, Any], cal: _Calibration, oot:
     """Every period, the evaluated model's number of rounds (no slice is left to stop on);
     the calibrator refitted on every out-of-time margin (CV folds + test block)."""
     production = _train_booster(t.Xm, t.y, np.arange(len(t.X)), None, params, t.cat_idx,
-                                config, num_rounds=ev.rounds)
+                                config, num_rounds=ev.rounds, w=t.w)
     calibrator = calib.fit_calibrator(cal.method, np.concatenate([*oot.margins, ev.margin]),
-                                      np.concatenate([*oot.labels, ev.y]))
+                                      np.concatenate([*oot.labels, ev.y]),
+                                      oot.weight(slice(None), ev.w))
     return production, calibrator
 
 
@@ -740,10 +811,14 @@ def _test_periods(t: _Table) -> list[str]:
 
 
 def _data_summary(t: _Table) -> DataSummary:
-    return DataSummary(rows=len(t.X), positives=int(t.y.sum()), features=len(t.specs),
+    positives = int(t.y.sum())
+    return DataSummary(rows=len(t.X), positives=positives, features=len(t.specs),
                        categorical_features=len(t.cat_idx), periods=len(t.periods),
                        first_period=_as_json_time(t.periods[0]),
-                       last_period=_as_json_time(t.periods[len(t.periods) - 1]))
+                       last_period=_as_json_time(t.periods[len(t.periods) - 1]),
+                       represented_rows=float(len(t.X) if t.w is None else t.w.sum()),
+                       represented_positives=float(positives if t.w is None
+                                                   else np.sum(t.w * t.y)))
 
 
 def _feature_importance(specs: tuple[FeatureSpec, ...], booster: lgb.Booster) -> pd.DataFrame:
@@ -765,6 +840,7 @@ def fit_evaluate(
     type_labels: pd.DataFrame | None = None,
     rule_scores: Mapping[str, RuleScore] | None = None,
     as_of: str | None = None,
+    weight: pd.Series | None = None,
 ) -> FitResult:
     """Cross-validate over time, calibrate out of time, evaluate on the latest block, refit.
 
@@ -776,7 +852,10 @@ def fit_evaluate(
     household: ids for lead time and the early-stopping holdout (cross-sectional: the
     units kept in one block). type_labels: 0/1 columns per hardship type (name
     `label_<type>`). rule_scores: named rule baselines, a score per row or a callable on
-    X. All inputs align by position.
+    X. weight: sample weights (finite, >= 0; e.g. `sample_weight` of a negative-down-sampled
+    table: 1 for positives, 1/r for kept negatives): every fit, calibrator and metric is
+    weighted so figures estimate the full population; None = every row weighs 1.
+    All inputs align by position.
     """
     config = config or TrainConfig()
     timings: dict[str, float] = {}
@@ -784,7 +863,7 @@ def fit_evaluate(
     cross_sectional = time is None
     t = _prepare(X, y, time, household, config, rule_scores,
                  {"y": y, "time": time, "groups": groups, "household": household,
-                  "type_labels": type_labels})
+                  "type_labels": type_labels, "weight": weight}, weight)
     timings["prepare_s"] = _time.perf_counter() - clock
 
     search_table = None
@@ -792,7 +871,7 @@ def fit_evaluate(
     if config.search_trials:
         clock = _time.perf_counter()
         overrides, search_table = _search(t.Xm, t.y, t.period_idx, t.folds[-2], t.cat_idx,
-                                          config, t.held_out)
+                                          config, t.held_out, t.w)
         timings["search_s"] = _time.perf_counter() - clock
     params = config.lgb_params(**overrides)
 
@@ -810,7 +889,7 @@ def fit_evaluate(
     production, production_calibrator = _refit_production(t, params, cal, oot, ev, config)
     type_boosters, type_table = _type_models(
         t.Xm, t.y, None if type_labels is None else type_labels.reset_index(drop=True),
-        _before_gap(t.period_idx, t.folds[-1]), ev.rows, t.cat_idx, config)
+        _before_gap(t.period_idx, t.folds[-1]), ev.rows, t.cat_idx, config, t.w)
     timings["production_s"] = _time.perf_counter() - clock
 
     test_metrics = {k: v for k, v in ev.comparison_rows[0].items()
@@ -828,7 +907,7 @@ def fit_evaluate(
         fold_metrics=pd.DataFrame([*oot.score_rows, ev.raw_row, *ev.comparison_rows]),
         calibration={"method": cal.method, "candidates": cal.candidates,
                      "evaluated": cal.evaluated.to_json()["method"]},
-        calibration_curve=metrics.calibration_curve(ev.y, ev.probability, config.n_bins),
+        calibration_curve=metrics.calibration_curve(ev.y, ev.probability, config.n_bins, ev.w),
         test_mask=np.isin(np.arange(len(t.X)), ev.rows),
         test_probability=ev.probability,
         test_periods=_test_periods(t),
@@ -844,4 +923,5 @@ def fit_evaluate(
         test_margin=ev.margin,
         cross_sectional=cross_sectional,
         data=_data_summary(t),
+        test_weight=ev.w,
     )

@@ -146,18 +146,21 @@ def floor_baselines(comparison: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
-def ece_with_noise(y: np.ndarray, p: np.ndarray, n_bins: int = 20) -> tuple[float, float]:
+def ece_with_noise(y: np.ndarray, p: np.ndarray, n_bins: int = 20,
+                   w: np.ndarray | None = None) -> tuple[float, float]:
     """(ECE, the ECE a perfectly calibrated model would show by chance on the same bins).
 
     ECE over equal-frequency bins (`metrics.expected_calibration_error`). Were every p_i the
     true probability, a bin's observed rate would deviate from its mean p by a mean absolute
     sqrt(2/pi) * sqrt(sum p_i(1 - p_i)) / n_b (normal approximation): on a test block of
     2,700 rows at 3% positives that alone is ~0.012, as large as a good model's ECE, so a
-    fixed ECE limit would judge sample size, not calibration.
+    fixed ECE limit would judge sample size, not calibration. With sample weights `w` the
+    ECE is the weighted one and the chance term stays that of the rows actually observed
+    (a sample is noisier than the roll it stands for, never less noisy).
     """
     y_arr = np.asarray(y, dtype=np.float64)
     p_arr = np.asarray(p, dtype=np.float64)
-    ece = metrics.expected_calibration_error(y_arr, p_arr, n_bins)
+    ece = metrics.expected_calibration_error(y_arr, p_arr, n_bins, w=w)
     order = np.argsort(p_arr, kind="stable")
     noise = 0.0
     for idx in np.array_split(order, min(n_bins, max(len(order), 1))):
@@ -227,9 +230,10 @@ def _lift_checks(recorded: Mapping[str, float], baselines: Mapping[str, Mapping[
     return ok, reasons
 
 
-def _ece_check(y: np.ndarray, p: np.ndarray, config: GateConfig, n_bins: int) -> Verdict:
+def _ece_check(y: np.ndarray, p: np.ndarray, config: GateConfig, n_bins: int,
+               w: np.ndarray | None = None) -> Verdict:
     """ECE within `max_ece_excess` of what chance gives a calibrated model on these bins."""
-    ece, noise = ece_with_noise(y, p, n_bins)
+    ece, noise = ece_with_noise(y, p, n_bins, w)
     limit = noise + config.max_ece_excess
     if not ece <= limit:
         return False, [f"floor: ECE {ece:.4f} on the test block > {limit:.4f} (chance "
@@ -239,10 +243,14 @@ def _ece_check(y: np.ndarray, p: np.ndarray, config: GateConfig, n_bins: int) ->
                   f"{noise:.4f} + {config.max_ece_excess:g})"]
 
 
-def _top_band_check(y: np.ndarray, p: np.ndarray, config: GateConfig, k_pct: float) -> Verdict:
-    """Observed / predicted rate of the top `k_pct`% (the alerted band) within bounds."""
-    top = metrics.top_k_mask(p, k_pct)
-    predicted, observed = float(p[top].mean()), float(y[top].mean())
+def _top_band_check(y: np.ndarray, p: np.ndarray, config: GateConfig, k_pct: float,
+                    w: np.ndarray | None = None) -> Verdict:
+    """Observed / predicted rate of the top `k_pct`% (the alerted band) within bounds
+    (of the weighted roll, with sample weights `w`)."""
+    top = metrics.top_k_mask(p, k_pct, w)
+    band_w = np.ones(int(top.sum())) if w is None else np.asarray(w, dtype=np.float64)[top]
+    predicted = float(np.average(p[top], weights=band_w))
+    observed = float(np.average(y[top], weights=band_w))
     ratio = observed / predicted if predicted > 0 else math.inf
     low, high = config.top_band_ratio
     band = (f"top {k_pct:g}% ({int(top.sum())} rows): observed rate {observed:.4f} is "
@@ -255,7 +263,7 @@ def _top_band_check(y: np.ndarray, p: np.ndarray, config: GateConfig, k_pct: flo
 
 def floor_check(prob: np.ndarray, y: np.ndarray, recorded: Mapping[str, float],
                 baselines: Mapping[str, Mapping[str, float]], config: GateConfig,
-                k_pct: float, n_bins: int = 20) -> Verdict:
+                k_pct: float, n_bins: int = 20, w: np.ndarray | None = None) -> Verdict:
     """(ok, reason lines): may this version be champion at all, champion or not?
 
     On its out-of-time test block (`prob` calibrated probabilities, `y` labels, `recorded`
@@ -265,7 +273,9 @@ def floor_check(prob: np.ndarray, y: np.ndarray, recorded: Mapping[str, float],
     departments' rule's and the logistic baseline's plus their margins (a missing baseline
     fails: nothing shows the model beats it), ECE within `max_ece_excess` of chance, and
     the observed/predicted rate of the top `k_pct`% (the alerted band) within bounds.
-    Every failed check is one line ending "kept as challenger".
+    Every failed check is one line ending "kept as challenger". `w`: the test block's
+    sample weights (a down-sampled training table), used by the calibration checks; the
+    positives and the AUC's standard error count rows actually observed.
     """
     y_arr = np.asarray(y, dtype=np.float64)
     p_arr = np.asarray(prob, dtype=np.float64)
@@ -277,8 +287,8 @@ def floor_check(prob: np.ndarray, y: np.ndarray, recorded: Mapping[str, float],
             f"the departments' rules and the logistic baseline); {KEPT}"]
     checks = [_chance_check(recorded, positives, len(y_arr) - positives, config),
               _lift_checks(recorded, baselines, config),
-              _ece_check(y_arr, p_arr, config, n_bins),
-              _top_band_check(y_arr, p_arr, config, k_pct)]
+              _ece_check(y_arr, p_arr, config, n_bins, w),
+              _top_band_check(y_arr, p_arr, config, k_pct, w)]
     return all(ok for ok, _ in checks), [line for _, lines in checks for line in lines]
 
 
@@ -295,7 +305,7 @@ class _Window:
 def _comparison_window(challenger_prob: np.ndarray, y_window: np.ndarray,
                        window_time: pd.Series, challenger_recorded: Mapping[str, float],
                        champion: ModelArtifact, X_window: pd.DataFrame, config: GateConfig,
-                       k_pct: float) -> _Window:
+                       k_pct: float, w: np.ndarray | None = None) -> _Window:
     """Both models scored on the rows the champion never saw when there are enough of them
     (and the table still has the champion's features); else their recorded test metrics."""
     through = float(champion.meta.get("trained_through_ordinal", math.inf))
@@ -305,10 +315,12 @@ def _comparison_window(challenger_prob: np.ndarray, y_window: np.ndarray,
     if comparable and unseen.sum() >= config.min_window_rows \
             and y_unseen.sum() >= config.min_window_positives and y_unseen.sum() < len(y_unseen):
         champ_margin = champion.raw_margin(X_window.loc[unseen])
-        chal = metrics.binary_summary(y_unseen, challenger_prob[unseen], k_pct)
-        champ = metrics.binary_summary(y_unseen, champion.calibrator.apply(champ_margin), k_pct)
+        w_unseen = None if w is None else np.asarray(w, dtype=np.float64)[unseen]
+        chal = metrics.binary_summary(y_unseen, challenger_prob[unseen], k_pct, w=w_unseen)
+        champ = metrics.binary_summary(y_unseen, champion.calibrator.apply(champ_margin), k_pct,
+                                       w=w_unseen)
         # Serving ranks by the margin: an old step-calibrated champion is judged as it ranks.
-        champ.update(metrics.ranking_summary(y_unseen, champ_margin, k_pct))
+        champ.update(metrics.ranking_summary(y_unseen, champ_margin, k_pct, w=w_unseen))
         return _Window("unseen-by-champion", int(unseen.sum()), chal, champ)
     champ = {k: float(v) for k, v in champion.meta.get("test_metrics", {}).items()}
     return _Window("recorded-test-metrics", int(unseen.sum()), dict(challenger_recorded), champ)
@@ -339,7 +351,7 @@ def decide(challenger_prob: np.ndarray, y_window: np.ndarray, window_time: pd.Se
          champion_version: str | None, X_window: pd.DataFrame | None,
          config: GateConfig, k_pct: float, *,
          baselines: Mapping[str, Mapping[str, float]] | None = None,
-         n_bins: int = 20) -> GateDecision:
+         n_bins: int = 20, weight: np.ndarray | None = None) -> GateDecision:
     """Compare the challenger with the champion on the latest window the champion never saw.
 
     Rows after the champion's `trained_through` period are scored by both models. When that
@@ -349,11 +361,13 @@ def decide(challenger_prob: np.ndarray, y_window: np.ndarray, window_time: pd.Se
     Whatever the comparison, a calibrator that lowers the challenger's test-block ranking
     metrics refuses promotion (`calibration_ranking_check`), and so does a version below
     the floor (`floor_check`: `challenger_prob`/`y_window` are its test block there,
-    `baselines` from `floor_baselines`), the first version included.
+    `baselines` from `floor_baselines`), the first version included. `weight`: the test
+    block's sample weights when the training table was down-sampled (every figure is then
+    the weighted one, as in training).
     """
     calibration_ok, calibration_reasons = calibration_ranking_check(challenger_recorded)
     floor_ok, floor_reasons = floor_check(challenger_prob, y_window, challenger_recorded,
-                                          baselines or {}, config, k_pct, n_bins)
+                                          baselines or {}, config, k_pct, n_bins, weight)
     own_ok = calibration_ok and floor_ok
     if champion is None or X_window is None:
         first = ("no champion yet: the first version becomes champion" if own_ok else
@@ -361,7 +375,7 @@ def decide(challenger_prob: np.ndarray, y_window: np.ndarray, window_time: pd.Se
         return GateDecision(own_ok, [*calibration_reasons, *floor_reasons, first], None,
                             "first-version", floor_passed=own_ok)
     window = _comparison_window(challenger_prob, y_window, window_time, challenger_recorded,
-                                champion, X_window, config, k_pct)
+                                champion, X_window, config, k_pct, weight)
     chal_m = {m: float(window.challenger.get(m, math.nan)) for m in config.tolerances}
     champ_m = {m: float(window.champion.get(m, math.nan)) for m in config.tolerances}
     within, tolerance_reasons = _tolerance_checks(chal_m, champ_m, config.tolerances,

@@ -112,12 +112,15 @@ def train_monthly(
             f"training as of {as_of} needs {needed} as-of months with in-scope households "
             f"and final labels; the warehouse has {periods}"
         )
+    # A sampled row keeps its weight when a verdict makes it positive: it was drawn on the
+    # contract label alone, so 1/r still undoes its chance of being drawn (docs/training.md).
     table = apply_verdicts(table, verdicts)
     X = table[list(features.feature_names())]
     y = table["label"].astype("int8")
     time = table["as_of"]
+    weight = table.get(features.SAMPLE_WEIGHT)
     client = registry.client(settings.tracking_uri())
-    fingerprint = data_fingerprint(X, y, time, config)
+    fingerprint = data_fingerprint(X, y, time, config, weight=weight)
     existing = registered_outcome(client, as_of_text, fingerprint, workspace)
     if existing is not None:
         return existing
@@ -129,6 +132,7 @@ def train_monthly(
         groups=table[group_cols],
         household=table["household_key"],
         type_labels=table[type_cols],
+        weight=weight,
         rule_scores=baseline_rule_scores(settings),
         as_of=as_of_text,
     )

@@ -3,6 +3,13 @@
 Conventions: `y` is 0/1, `p` a score (probability for Brier/ECE/slope; any monotone score
 for the ranking metrics). "Top k%" flags the ceil(k/100 * n) highest scores; ties are
 broken by row order so results are deterministic.
+
+Every metric takes optional sample weights `w` (non-negative: how many population rows a
+row stands for, e.g. 1/r for a negative kept with probability r), so a down-sampled table
+estimates the full population's figures. Weighted, "top k%" takes rows in score order until
+their weight reaches k% of the total weight, and the calibration bins hold equal weight.
+`w=None` is the unweighted definition, unchanged; weights are scale-free (w and c*w give
+the same metrics).
 """
 
 from __future__ import annotations
@@ -27,20 +34,59 @@ def _arrays(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return y_arr, p_arr
 
 
-def _both_classes(y: np.ndarray) -> bool:
+def check_weights(w: ArrayLike | pd.Series | None, n: int, name: str = "w"
+                  ) -> np.ndarray | None:
+    """`w` as float64 of length n, finite and non-negative (None stays None); else a
+    one-line ValueError."""
+    if w is None:
+        return None
+    try:
+        w_arr = np.asarray(w, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers (sample weights)") from None
+    if w_arr.shape != (n,):
+        raise ValueError(f"{name} has shape {w_arr.shape}, need ({n},): one weight per row")
+    bad = int((~np.isfinite(w_arr) | (w_arr < 0)).sum())
+    if bad:
+        raise ValueError(f"{name} has {bad} missing, infinite or negative weight(s): "
+                         "sample weights must be finite and >= 0")
+    return w_arr
+
+
+def _weighted(y: np.ndarray, w: ArrayLike | pd.Series | None) -> np.ndarray | None:
+    return check_weights(w, len(y))
+
+
+def _both_classes(y: np.ndarray, w: np.ndarray | None = None) -> bool:
+    if w is not None:
+        return bool(np.sum(w * y) > 0 and np.sum(w * (1 - y)) > 0)
     return bool(len(y) and 0 < y.sum() < len(y))
 
 
-def roc_auc(y: ArrayLike, p: ArrayLike) -> float:
-    """ROC-AUC; NaN when only one class is present."""
+def _mean(values: np.ndarray, w: np.ndarray | None) -> float:
+    """(Weighted) mean; NaN for no rows or no weight."""
+    if w is None:
+        return float(values.mean()) if len(values) else math.nan
+    total = float(w.sum())
+    return float(np.sum(w * values) / total) if total > 0 else math.nan
+
+
+def roc_auc(y: ArrayLike, p: ArrayLike, w: ArrayLike | None = None) -> float:
+    """ROC-AUC; NaN when only one class is present (or carries weight)."""
     y_arr, p_arr = _arrays(y, p)
-    return float(roc_auc_score(y_arr, p_arr)) if _both_classes(y_arr) else math.nan
+    w_arr = _weighted(y_arr, w)
+    if not _both_classes(y_arr, w_arr):
+        return math.nan
+    return float(roc_auc_score(y_arr, p_arr, sample_weight=w_arr))
 
 
-def pr_auc(y: ArrayLike, p: ArrayLike) -> float:
+def pr_auc(y: ArrayLike, p: ArrayLike, w: ArrayLike | None = None) -> float:
     """Area under the precision-recall curve (average precision); NaN without positives."""
     y_arr, p_arr = _arrays(y, p)
-    return float(average_precision_score(y_arr, p_arr)) if y_arr.sum() > 0 else math.nan
+    w_arr = _weighted(y_arr, w)
+    if (y_arr.sum() if w_arr is None else np.sum(w_arr * y_arr)) <= 0:
+        return math.nan
+    return float(average_precision_score(y_arr, p_arr, sample_weight=w_arr))
 
 
 def top_k_count(n: int, k_pct: float) -> int:
@@ -50,95 +96,163 @@ def top_k_count(n: int, k_pct: float) -> int:
     return min(n, max(1, math.ceil(n * k_pct / 100.0 - 1e-9))) if n else 0
 
 
-def top_k_mask(p: ArrayLike, k_pct: float) -> np.ndarray:
-    """Boolean mask of the top k% scores (stable: earlier rows win ties)."""
+def _weighted_top_count(w: np.ndarray, k_pct: float) -> int:
+    """How many rows, in score order, until their weight reaches k% of the total (>= 1).
+
+    The tolerance (1e-9 of a mean weight, as `top_k_count` allows 1e-9 of a row) keeps
+    float sums on an exact boundary from taking one row more; with equal weights this is
+    `top_k_count`'s count.
+    """
+    n = len(w)
+    if not 0 < k_pct <= 100:
+        raise ValueError(f"k_pct must be in (0, 100], got {k_pct}")
+    if not n:
+        return 0
+    total = float(w.sum())
+    target = total * k_pct / 100.0 - 1e-9 * total / n
+    reached = int(np.searchsorted(np.cumsum(w), target, side="left")) + 1
+    return min(n, max(1, reached))
+
+
+def top_k_mask(p: ArrayLike, k_pct: float, w: ArrayLike | None = None) -> np.ndarray:
+    """Boolean mask of the top k% scores (stable: earlier rows win ties); weighted, the
+    highest-scored rows until their weight reaches k% of the total weight."""
     p_arr = np.asarray(p, dtype=np.float64)
     order = np.argsort(-p_arr, kind="stable")
     mask = np.zeros(len(p_arr), dtype=bool)
-    mask[order[: top_k_count(len(p_arr), k_pct)]] = True
+    w_arr = check_weights(w, len(p_arr))
+    count = (top_k_count(len(p_arr), k_pct) if w_arr is None
+             else _weighted_top_count(w_arr[order], k_pct))
+    mask[order[:count]] = True
     return mask
 
 
-def top_k_mask_by_period(p: ArrayLike, period: ArrayLike | pd.Series, k_pct: float
-                         ) -> np.ndarray:
+def top_k_mask_by_period(p: ArrayLike, period: ArrayLike | pd.Series, k_pct: float,
+                         w: ArrayLike | None = None) -> np.ndarray:
     """Top k% within each period (how caseworkers see a monthly list)."""
     p_arr = np.asarray(p, dtype=np.float64)
+    w_arr = check_weights(w, len(p_arr))
     codes = pd.factorize(pd.Series(np.asarray(period)))[0]
     mask = np.zeros(len(p_arr), dtype=bool)
     for code in np.unique(codes):
         rows = np.flatnonzero(codes == code)
-        mask[rows] = top_k_mask(p_arr[rows], k_pct)
+        mask[rows] = top_k_mask(p_arr[rows], k_pct, None if w_arr is None else w_arr[rows])
     return mask
 
 
-def precision_at_k(y: ArrayLike, p: ArrayLike, k_pct: float) -> float:
+def precision_at_k(y: ArrayLike, p: ArrayLike, k_pct: float,
+                   w: ArrayLike | None = None) -> float:
     y_arr, p_arr = _arrays(y, p)
-    flagged = top_k_mask(p_arr, k_pct)
-    return float(y_arr[flagged].mean()) if flagged.any() else math.nan
+    w_arr = _weighted(y_arr, w)
+    flagged = top_k_mask(p_arr, k_pct, w_arr)
+    if not flagged.any():
+        return math.nan
+    return _mean(y_arr[flagged], None if w_arr is None else w_arr[flagged])
 
 
-def recall_at_k(y: ArrayLike, p: ArrayLike, k_pct: float) -> float:
+def recall_at_k(y: ArrayLike, p: ArrayLike, k_pct: float, w: ArrayLike | None = None) -> float:
     y_arr, p_arr = _arrays(y, p)
-    positives = y_arr.sum()
-    return float(y_arr[top_k_mask(p_arr, k_pct)].sum() / positives) if positives else math.nan
+    w_arr = _weighted(y_arr, w)
+    flagged = top_k_mask(p_arr, k_pct, w_arr)
+    if w_arr is None:
+        positives = y_arr.sum()
+        return float(y_arr[flagged].sum() / positives) if positives else math.nan
+    positives = float(np.sum(w_arr * y_arr))
+    return float(np.sum((w_arr * y_arr)[flagged]) / positives) if positives else math.nan
 
 
-def brier(y: ArrayLike, p: ArrayLike) -> float:
+def brier(y: ArrayLike, p: ArrayLike, w: ArrayLike | None = None) -> float:
     y_arr, p_arr = _arrays(y, p)
-    return float(np.mean((p_arr - y_arr) ** 2)) if len(y_arr) else math.nan
+    return _mean((p_arr - y_arr) ** 2, _weighted(y_arr, w))
 
 
-def calibration_curve(y: ArrayLike, p: ArrayLike, n_bins: int = 20) -> pd.DataFrame:
-    """Equal-frequency bins: rows sorted by p (stable) and split into n_bins near-equal runs.
+def _weighted_bins(order: np.ndarray, w: np.ndarray, n_bins: int) -> list[np.ndarray]:
+    """Rows in score order cut into n_bins runs of near-equal weight.
 
-    Columns: bin, n, mean_predicted, observed_rate, p_min, p_max.
+    A row belongs to the bin its weight starts in (with 1e-9 of slack, so scaled weights
+    cut the same). Equal weights give `np.array_split`'s equal-count runs instead, so
+    constant weights reproduce the unweighted bins exactly.
+    """
+    sorted_w = w[order]
+    if np.all(sorted_w == sorted_w[0]):
+        return list(np.array_split(order, n_bins))
+    starts = np.cumsum(sorted_w) - sorted_w
+    position = starts * n_bins / float(sorted_w.sum()) + 1e-9
+    bin_of_row = np.minimum(np.floor(position).astype(np.int64), n_bins - 1)
+    return [order[bin_of_row == b] for b in range(n_bins)]
+
+
+def calibration_curve(y: ArrayLike, p: ArrayLike, n_bins: int = 20,
+                      w: ArrayLike | None = None) -> pd.DataFrame:
+    """Equal-frequency bins: rows sorted by p (stable) and split into n_bins near-equal runs
+    (weighted: near-equal weight; `n` is then the bin's weight, `rows` its row count).
+
+    Columns: bin, n, mean_predicted, observed_rate, p_min, p_max (+ rows when weighted).
     """
     y_arr, p_arr = _arrays(y, p)
+    w_arr = _weighted(y_arr, w)
     order = np.argsort(p_arr, kind="stable")
+    if w_arr is not None and len(order) and w_arr.sum() > 0:
+        nonzero = order[w_arr[order] > 0]  # rows standing for nobody belong to no bin
+        bins = _weighted_bins(nonzero, w_arr, min(n_bins, len(nonzero)))
+    else:
+        bins = list(np.array_split(order, min(n_bins, max(len(order), 1))))
     rows = []
-    for b, idx in enumerate(np.array_split(order, min(n_bins, max(len(order), 1)))):
+    for b, idx in enumerate(bins):
         if len(idx) == 0:
             continue
-        rows.append({"bin": b, "n": len(idx), "mean_predicted": float(p_arr[idx].mean()),
-                     "observed_rate": float(y_arr[idx].mean()),
-                     "p_min": float(p_arr[idx].min()), "p_max": float(p_arr[idx].max())})
-    return pd.DataFrame(rows, columns=["bin", "n", "mean_predicted", "observed_rate",
-                                       "p_min", "p_max"])
+        bin_w = None if w_arr is None else w_arr[idx]
+        row: dict[str, Any] = {
+            "bin": b, "n": len(idx) if bin_w is None else float(bin_w.sum()),
+            "mean_predicted": _mean(p_arr[idx], bin_w),
+            "observed_rate": _mean(y_arr[idx], bin_w),
+            "p_min": float(p_arr[idx].min()), "p_max": float(p_arr[idx].max())}
+        if bin_w is not None:
+            row["rows"] = len(idx)
+        rows.append(row)
+    columns = ["bin", "n", "mean_predicted", "observed_rate", "p_min", "p_max"]
+    return pd.DataFrame(rows, columns=columns + ([] if w_arr is None else ["rows"]))
 
 
-def expected_calibration_error(y: ArrayLike, p: ArrayLike, n_bins: int = 20) -> float:
-    """ECE over equal-frequency bins: sum_b n_b/N * |observed_rate_b - mean_predicted_b|."""
-    curve = calibration_curve(y, p, n_bins)
+def expected_calibration_error(y: ArrayLike, p: ArrayLike, n_bins: int = 20,
+                               w: ArrayLike | None = None) -> float:
+    """ECE over equal-frequency bins: sum_b n_b/N * |observed_rate_b - mean_predicted_b|
+    (weighted: n_b is the bin's weight)."""
+    curve = calibration_curve(y, p, n_bins, w)
     if curve.empty:
         return math.nan
     weights = curve["n"] / curve["n"].sum()
     return float((weights * (curve["observed_rate"] - curve["mean_predicted"]).abs()).sum())
 
 
-def calibration_slope(y: ArrayLike, p: ArrayLike, eps: float = 1e-6) -> tuple[float, float]:
-    """(slope, intercept) of an unpenalised logistic regression of y on logit(p).
+def calibration_slope(y: ArrayLike, p: ArrayLike, eps: float = 1e-6,
+                      w: ArrayLike | None = None) -> tuple[float, float]:
+    """(slope, intercept) of an unpenalised (weighted) logistic regression of y on logit(p).
 
     A slope of 1 and intercept of 0 is perfect; slope < 1 means over-confident scores.
     Fitted by Newton-Raphson on two parameters (no regularisation, unlike sklearn's default).
     """
     y_arr, p_arr = _arrays(y, p)
-    if not _both_classes(y_arr):
+    w_arr = _weighted(y_arr, w)
+    if not _both_classes(y_arr, w_arr):
         return math.nan, math.nan
+    # Unit weights multiply exactly: the unweighted fit is unchanged to the last bit.
+    rw = np.ones_like(y_arr) if w_arr is None else w_arr
     p_clip = np.clip(p_arr, eps, 1 - eps)
     z = np.log(p_clip / (1 - p_clip))
     design = np.column_stack([np.ones_like(z), z])
 
     def loglik(b: np.ndarray) -> float:
         eta = design @ b
-        return float(np.sum(y_arr * eta - np.logaddexp(0.0, eta)))
+        return float(np.sum(rw * (y_arr * eta - np.logaddexp(0.0, eta))))
 
     beta = np.array([0.0, 1.0])
     current = loglik(beta)
     for _ in range(100):
         mu = 1.0 / (1.0 + np.exp(-np.clip(design @ beta, -700, 700)))
-        w = np.clip(mu * (1 - mu), 1e-12, None)
-        grad = design.T @ (y_arr - mu)
-        hess = design.T @ (design * w[:, None])
+        curvature = np.clip(rw * mu * (1 - mu), 1e-12, None)
+        grad = design.T @ (rw * (y_arr - mu))
+        hess = design.T @ (design * curvature[:, None])
         try:
             step = np.linalg.solve(hess, grad)
         except np.linalg.LinAlgError:
@@ -228,30 +342,41 @@ def identification_from_labels(
 RANKING_METRICS = ("roc_auc", "pr_auc", "precision_at_k", "recall_at_k")
 
 
-def ranking_summary(y: ArrayLike, score: ArrayLike, k_pct: float) -> dict[str, float]:
+def ranking_summary(y: ArrayLike, score: ArrayLike, k_pct: float,
+                    w: ArrayLike | None = None) -> dict[str, float]:
     """The ranking metrics of any score (e.g. the raw margin): RANKING_METRICS."""
     y_arr, s_arr = _arrays(y, score)
+    w_arr = _weighted(y_arr, w)
     return {
-        "roc_auc": roc_auc(y_arr, s_arr),
-        "pr_auc": pr_auc(y_arr, s_arr),
-        "precision_at_k": precision_at_k(y_arr, s_arr, k_pct) if len(y_arr) else math.nan,
-        "recall_at_k": recall_at_k(y_arr, s_arr, k_pct) if len(y_arr) else math.nan,
+        "roc_auc": roc_auc(y_arr, s_arr, w_arr),
+        "pr_auc": pr_auc(y_arr, s_arr, w_arr),
+        "precision_at_k": precision_at_k(y_arr, s_arr, k_pct, w_arr) if len(y_arr)
+        else math.nan,
+        "recall_at_k": recall_at_k(y_arr, s_arr, k_pct, w_arr) if len(y_arr) else math.nan,
     }
 
 
 def binary_summary(y: ArrayLike, p: ArrayLike, k_pct: float, n_bins: int = 20,
-                   probabilities: bool = True) -> dict[str, float]:
-    """The headline metrics; calibration metrics only when `p` are probabilities."""
+                   probabilities: bool = True, w: ArrayLike | None = None) -> dict[str, float]:
+    """The headline metrics; calibration metrics only when `p` are probabilities.
+
+    `n` and `positives` count rows (the evidence); weighted, `represented` and
+    `represented_positives` are the population they stand for.
+    """
     y_arr, p_arr = _arrays(y, p)
-    out = {"n": float(len(y_arr)), "positives": float(y_arr.sum()),
-           **ranking_summary(y_arr, p_arr, k_pct)}
+    w_arr = _weighted(y_arr, w)
+    out = {"n": float(len(y_arr)), "positives": float(y_arr.sum())}
+    if w_arr is not None:
+        out.update(represented=float(w_arr.sum()),
+                   represented_positives=float(np.sum(w_arr * y_arr)))
+    out.update(ranking_summary(y_arr, p_arr, k_pct, w_arr))
     if probabilities:
-        slope, intercept = calibration_slope(y_arr, p_arr)
+        slope, intercept = calibration_slope(y_arr, p_arr, w=w_arr)
         out.update({
-            "brier": brier(y_arr, p_arr),
-            "ece": expected_calibration_error(y_arr, p_arr, n_bins),
+            "brier": brier(y_arr, p_arr, w_arr),
+            "ece": expected_calibration_error(y_arr, p_arr, n_bins, w_arr),
             "calibration_slope": slope,
             "calibration_intercept": intercept,
-            "mean_predicted": float(p_arr.mean()) if len(p_arr) else math.nan,
+            "mean_predicted": _mean(p_arr, w_arr),
         })
     return out

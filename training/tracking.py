@@ -196,7 +196,8 @@ def _judge(client: MlflowClient, result: FitResult, test: _TestBlock, workspace:
     return decide(result.test_probability, test.y, test.time, result.test_metrics, champion,
                 None if champ_mv is None else str(champ_mv.version),
                 test.X.reset_index(drop=True), gate_config, result.config.k_pct,
-                baselines=floor_baselines(result.comparison), n_bins=result.config.n_bins)
+                baselines=floor_baselines(result.comparison), n_bins=result.config.n_bins,
+                weight=result.test_weight)
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:

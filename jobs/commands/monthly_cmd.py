@@ -21,6 +21,8 @@ def _print(summary: MonthlySummary) -> None:
     for feed_name in summary.silent_feeds:  # feeds expected monthly only (feed_cadence)
         typer.echo(f"  WARNING: {feed_name}: expected monthly, no new rows reported in "
                    f"{str(summary.as_of)[:7]}")
+    if summary.compaction:
+        typer.echo(f"  compaction: {summary.compaction}")
     typer.echo(f"  training: {summary.trained}")
     typer.echo(
         f"  scoring: {summary.scored:,} in-scope households with {summary.model_version}; "
@@ -39,6 +41,9 @@ def _print(summary: MonthlySummary) -> None:
         typer.echo(f"  monitor: {summary.monitor}")
     if summary.monitor_warning:
         typer.echo(f"  WARNING: {summary.monitor_warning}")
+    if summary.step_seconds:
+        typer.echo("  time: " + ", ".join(f"{step} {seconds:.1f} s"
+                                          for step, seconds in summary.step_seconds.items()))
     if summary.top is not None and len(summary.top):
         typer.echo("  top alerts (pseudonymous keys; caseworker sheets carry household numbers):")
         for _, row in summary.top.iterrows():

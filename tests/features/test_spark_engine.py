@@ -45,6 +45,14 @@ def _training(warehouse: Path, s: Settings) -> pd.DataFrame:
     return features.training_table(warehouse, MONTH, s)
 
 
+def _training_sampled(warehouse: Path, s: Settings) -> pd.DataFrame:
+    """Negatives down-sampled inside each county's task (executors send only the sample)."""
+    import features
+
+    return features.training_table(
+        warehouse, MONTH, s.model_copy(update={"training_negative_rate": 0.3}))
+
+
 def _labels(warehouse: Path, s: Settings) -> pd.DataFrame:
     import features
 
@@ -71,6 +79,7 @@ def _no_such_county(warehouse: Path, s: Settings) -> pd.DataFrame:
 
 TABLES: dict[str, Table] = {
     "build_features": _features, "training_table": _training, "labels_table": _labels,
+    "training_table_sampled": _training_sampled,
     "scoring_table": _scoring, "labelled_table": _labelled, "empty": _no_such_county,
 }
 
@@ -148,6 +157,8 @@ def test_every_output_column_has_a_declared_type() -> None:
     for task in tasks:
         columns = list(_empty(task).columns)
         assert pandas_dtypes(arrow_schema(columns)).keys() == set(columns)
+    sampled = list(_empty("training", sampled=True).columns)
+    assert pandas_dtypes(arrow_schema(sampled)).keys() == set(sampled)
     with pytest.raises(ValueError, match="no declared type"):
         arrow_schema(["household_key", "something_new"])
 

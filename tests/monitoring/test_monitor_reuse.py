@@ -17,7 +17,7 @@ import pytest
 
 from doudi.months import Month
 from doudi.settings import Settings
-from doudi.warehouse import fingerprint_through
+from doudi.warehouse import data_files, fingerprint_through
 from monitoring import monitor
 from serving.predictions import prediction_path, read_predictions, write_predictions
 from tests.serving.test_api import settings  # noqa: F401 - the shared monthly workspace
@@ -122,18 +122,24 @@ def test_the_profile_is_used_until_the_reference_months_change(
     assert _json(monitor.run_monitor(copy, MONTH)) != from_scratch  # the profile is read
     path.write_text(json.dumps(tampered), encoding="utf-8")
     # a late re-ingest rewrote a file of a reference month: the profile is recomputed
-    late = next(copy.warehouse_dir.glob("medical/*/reported_month=2024-07/*.parquet"))
+    late = _file_holding(copy, "2024-07")  # a year file once monthly compacted 2024
     os.utime(late, ns=(late.stat().st_atime_ns, late.stat().st_mtime_ns + 1_000_000))
     assert _json(monitor.run_monitor(copy, MONTH)) == from_scratch
     assert json.loads(path.read_text(encoding="utf-8"))["score"] == kept["score"]
 
 
+def _file_holding(workspace: Settings, month: str) -> Path:
+    """A medical file holding rows reported in `month` (a month partition or a year file)."""
+    return next(f.path for f in data_files(workspace.warehouse_dir, "medical")
+                if f.meets(month, month))
+
+
 def test_the_fingerprint_sees_files_up_to_its_month_only(copy: Settings) -> None:
     before = fingerprint_through(copy.warehouse_dir, Month.parse("2024-09"))
-    later = next(copy.warehouse_dir.glob("medical/*/reported_month=2025-03/*.parquet"))
+    later = _file_holding(copy, "2025-03")
     os.utime(later, ns=(later.stat().st_atime_ns, later.stat().st_mtime_ns + 1_000_000))
     assert fingerprint_through(copy.warehouse_dir, Month.parse("2024-09")) == before
-    earlier = next(copy.warehouse_dir.glob("medical/*/reported_month=2024-09/*.parquet"))
+    earlier = _file_holding(copy, "2024-09")
     os.utime(earlier, ns=(earlier.stat().st_atime_ns, earlier.stat().st_mtime_ns + 1_000_000))
     assert fingerprint_through(copy.warehouse_dir, Month.parse("2024-09")) != before
 
