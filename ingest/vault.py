@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -88,6 +89,42 @@ def read_table(vault_dir: Path, name: str, columns: list[str] | None = None) -> 
     return ds.dataset(files, schema=SCHEMAS[name], format="parquet").to_table(columns=columns)
 
 
+class VaultCache:
+    """The vault's tables read and indexed once for many lookups (a monthly export of
+    every township reads the same tables hundreds of times). Each lookup through it is
+    still audited on its own by `reidentify`/`contact_details`. Holds raw identifiers in
+    memory: keep it for one export run, never beyond."""
+
+    def __init__(self, vault_dir: Path) -> None:
+        self.vault_dir = vault_dir
+        self._sorted: dict[tuple[str, str], tuple[pa.Table, np.ndarray]] = {}
+
+    def rows(self, name: str, key_column: str, wanted: list[str]) -> pa.Table:
+        """The rows of table `name` whose `key_column` is in `wanted` (grouped by key, each
+        key's rows in the vault's order)."""
+        if (name, key_column) not in self._sorted:
+            table = read_table(self.vault_dir, name)
+            table = table.take(pc.sort_indices(table[key_column]))  # stable: order kept
+            self._sorted[name, key_column] = (
+                table, np.asarray(table[key_column].to_pylist(), dtype=object))
+        table, keys = self._sorted[name, key_column]
+        asked = np.asarray(sorted(set(wanted)), dtype=object)
+        if not len(asked) or not len(keys):
+            return table.slice(0, 0)
+        first = np.searchsorted(keys, asked, side="left")
+        last = np.searchsorted(keys, asked, side="right")
+        spans = [np.arange(a, b) for a, b in zip(first, last, strict=True) if b > a]
+        return table.take(np.concatenate(spans) if spans else np.array([], dtype=np.int64))
+
+
+def _rows(vault_dir: Path, name: str, key_column: str, wanted: list[str],
+          cache: VaultCache | None) -> pa.Table:
+    if cache is not None:
+        return cache.rows(name, key_column, wanted)
+    table = read_table(vault_dir, name)
+    return table.filter(pc.is_in(table[key_column], value_set=pa.array(wanted, pa.string())))
+
+
 def known_pseudonyms(vault_dir: Path) -> set[str]:
     """Every pseudonym the vault already holds (so each is stored once)."""
     persons = read_table(vault_dir, PERSONS, ["person_key"]).column(0).to_pylist()
@@ -130,12 +167,14 @@ def _audit(vault_dir: Path, purpose: str, asked: int, found: int,
 
 
 def reidentify(
-    pseudonyms: Iterable[str], settings: Settings, *, purpose: str
+    pseudonyms: Iterable[str], settings: Settings, *, purpose: str,
+    cache: VaultCache | None = None,
 ) -> dict[str, Identity]:
     """Original identifiers for `pseudonyms` (`p_...` people, `h_...` households).
 
     Unknown pseudonyms are left out of the result. `purpose` (e.g. "alert export
     2026-11, county 620102") is written to the vault's audit log with the counts.
+    `cache`: read the tables once for many calls (`VaultCache`).
     """
     if not purpose.strip():
         raise ValueError("reidentify needs a purpose for the audit log")
@@ -145,16 +184,13 @@ def reidentify(
     homes = [p for p in wanted if p.startswith("h_")]
     found: dict[str, Identity] = {}
     if people:
-        table = read_table(vault_dir, PERSONS)
-        table = table.filter(pc.is_in(table["person_key"], value_set=pa.array(people)))
+        table = _rows(vault_dir, PERSONS, "person_key", people, cache)
         for key, ident in zip(table["person_key"].to_pylist(), table["person_id"].to_pylist(),
                               strict=True):
             found[key] = Identity(key, "person", ident)
     if homes:
-        table = read_table(vault_dir, HOUSEHOLDS)
-        table = table.filter(pc.is_in(table["household_key"], value_set=pa.array(homes)))
-        villages = read_table(vault_dir, VILLAGES)
-        villages = villages.filter(pc.is_in(villages["household_key"], value_set=pa.array(homes)))
+        table = _rows(vault_dir, HOUSEHOLDS, "household_key", homes, cache)
+        villages = _rows(vault_dir, VILLAGES, "household_key", homes, cache)
         villages = villages.sort_by([("reported_date", "ascending")])
         by_home: dict[str, list[str]] = {}
         for key, code in zip(villages["household_key"].to_pylist(),
@@ -176,19 +212,20 @@ class ContactDetails:
     phones: dict[str, str]
 
 
-def _latest_values(vault_dir: Path, name: str, wanted: list[str]) -> dict[str, str]:
+def _latest_values(vault_dir: Path, name: str, wanted: list[str],
+                   cache: VaultCache | None = None) -> dict[str, str]:
     if not wanted:
         return {}
     key, value = SCHEMAS[name].names[:2]
-    table = read_table(vault_dir, name)
-    table = table.filter(pc.is_in(table[key], value_set=pa.array(wanted, pa.string())))
+    table = _rows(vault_dir, name, key, wanted, cache)
     frame = table.to_pandas().sort_values([key, *_VERSION[name], value], kind="stable")
     latest = frame.drop_duplicates(key, keep="last")
     return dict(zip(latest[key], latest[value], strict=True))
 
 
 def contact_details(
-    pseudonyms: Iterable[str], settings: Settings, *, purpose: str
+    pseudonyms: Iterable[str], settings: Settings, *, purpose: str,
+    cache: VaultCache | None = None,
 ) -> ContactDetails:
     """The name of each person pseudonym (`p_...`, from `persons.name`) and the contact
     phone of each household pseudonym (`h_...`, `households.contact_phone`): the latest
@@ -200,9 +237,10 @@ def contact_details(
         raise ValueError("contact_details needs a purpose for the audit log")
     wanted = sorted(set(pseudonyms))
     vault_dir = settings.vault_dir
-    names = _latest_values(vault_dir, PERSON_NAMES, [p for p in wanted if p.startswith("p_")])
+    names = _latest_values(vault_dir, PERSON_NAMES, [p for p in wanted if p.startswith("p_")],
+                           cache)
     phones = _latest_values(vault_dir, HOUSEHOLD_PHONES,
-                            [p for p in wanted if p.startswith("h_")])
+                            [p for p in wanted if p.startswith("h_")], cache)
     if vault_dir.is_dir():
         _audit(vault_dir, purpose, len(wanted), len(names) + len(phones), "names_and_phones")
     return ContactDetails(names, phones)

@@ -38,7 +38,7 @@ from doudi.months import Month
 from doudi.safe_text import csv_text, encode_gbk
 from doudi.settings import Settings
 from features.divisions import division_names
-from ingest.vault import Identity, contact_details, reidentify
+from ingest.vault import Identity, VaultCache, contact_details, reidentify
 from serving.sheet import ALERT_ID, SHEET_COLUMNS, respond_by
 from serving.staging import Recovered, Staging, recover
 from serving.store import AlertStore, alerts_for_export
@@ -77,8 +77,28 @@ class MonthlyExports:
     recovered: list[Recovered] = field(default_factory=list)
 
 
-def _identities(keys: Iterable[str], settings: Settings, purpose: str) -> dict[str, Identity]:
-    return reidentify(keys, settings, purpose=purpose)
+@dataclass
+class ExportRun:
+    """What every township's export in one run reads alike, read once: the vault's tables
+    (`VaultCache`; each township's reads are still audited with its own purpose) and the
+    division names of a month. One run only: it holds raw identifiers in memory."""
+
+    settings: Settings
+    vault: VaultCache = field(init=False)
+    _divisions: dict[Month, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vault = VaultCache(self.settings.vault_dir)
+
+    def division_names(self, month: Month) -> dict[str, str]:
+        if month not in self._divisions:
+            self._divisions[month] = division_names(self.settings.warehouse_dir, month)
+        return self._divisions[month]
+
+
+def _identities(keys: Iterable[str], settings: Settings, purpose: str,
+                cache: VaultCache | None = None) -> dict[str, Identity]:
+    return reidentify(keys, settings, purpose=purpose, cache=cache)
 
 
 def _require_all(keys: Sequence[str], found: dict[str, Identity], what: str) -> None:
@@ -187,17 +207,19 @@ def recover_exports(store: AlertStore, folder: Path) -> Recovered:
 
 
 def export_township(store: AlertStore, township_code: str, settings: Settings,
-                    out_dir: Path, as_of: Month | None = None) -> TownshipExport:
+                    out_dir: Path, as_of: Month | None = None,
+                    run: ExportRun | None = None) -> TownshipExport:
     """Write one township's new alerts (xlsx + GBK CSV), dispatch them, audit the export.
 
     `as_of` names the files' month (default: the newest alert's month). A code that is
     not a township on the roster is a UserError before anything is written. All or
     nothing: on any error no file is visible, no alert dispatched, no audit row written.
+    `run`: reads shared by the townships of one run (`ExportRun`), else read here.
     """
     if not (len(township_code) == 9 and township_code.isdigit()):
         raise UserError(f"a township code has 9 digits, not {township_code!r}")
     recover_exports(store, out_dir)
-    alerts, order, month = _township_rows(store, township_code, settings, as_of)
+    alerts, order, month = _township_rows(store, township_code, settings, as_of, run)
     keys = alerts["household_key"].astype(str).tolist()
     alert_ids = alerts["alert_id"].astype(int).tolist()
 
@@ -229,7 +251,8 @@ def flat_lines(sheet: pd.DataFrame) -> pd.DataFrame:
 
 
 def _township_rows(store: AlertStore, township_code: str, settings: Settings,
-                   as_of: Month | None) -> tuple[pd.DataFrame, WorkOrder, Month]:
+                   as_of: Month | None, run: ExportRun | None = None,
+                   ) -> tuple[pd.DataFrame, WorkOrder, Month]:
     """The township's new alerts, their work order (households re-identified from the
     vault: numbers, heads' ID numbers, names and phones) and the month that names the
     files."""
@@ -242,25 +265,28 @@ def _township_rows(store: AlertStore, township_code: str, settings: Settings,
         raise RuntimeError(f"{int(foreign.sum())} alert(s) outside township {township_code}")
     keys = alerts["household_key"].astype(str).tolist()
     month = as_of or (Month.of(max(alerts["as_of"])) if len(alerts) else Month.today())
-    contacts = _contacts(settings, township_code, month, keys)
+    contacts = _contacts(settings, township_code, month, keys,
+                         None if run is None else run.vault)
+    names = run.division_names(month) if run else division_names(settings.warehouse_dir, month)
     order = work_order(township_code, alerts, contacts, month=month,
                        respond_by=respond_by(store.now(), settings.response_days),
-                       division_names=division_names(settings.warehouse_dir, month),
+                       division_names=names,
                        first_step_table=settings.first_steps)
     return alerts, order, month
 
 
 def _contacts(settings: Settings, township_code: str, month: Month,
-              keys: list[str]) -> Contacts:
+              keys: list[str], cache: VaultCache | None = None) -> Contacts:
     """Everything the sheet shows from the vault: two audited reads (identifiers; names
     and phones), each logged with this purpose."""
     if not keys:
         return Contacts({})
     heads = head_person_keys(settings, township_code, month.end, keys)
     purpose = f"caseworker export township {township_code} as of {month}"
-    found = _identities([*keys, *heads.values()], settings, purpose)
+    found = _identities([*keys, *heads.values()], settings, purpose, cache)
     _require_all(keys, found, "household number")
-    details = contact_details([*keys, *heads.values()], settings, purpose=purpose)
+    details = contact_details([*keys, *heads.values()], settings, purpose=purpose,
+                              cache=cache)
     return Contacts(
         household_ids={k: found[k].identifier for k in keys},
         head_keys=heads,
@@ -302,9 +328,11 @@ def export_new_alerts(store: AlertStore, settings: Settings, as_of: Month) -> Mo
     new = list_alerts(store, status="new")
     done = MonthlyExports(recovered=recovered)
     failed: list[str] = []
+    run = ExportRun(settings)
     for township in sorted(set(new["township_code"].astype(str))):
         try:
-            done.exports.append(export_township(store, township, settings, out_dir, as_of))
+            done.exports.append(export_township(store, township, settings, out_dir, as_of,
+                                                run))
         except UserError as exc:
             failed.append(f"township {township}: {exc}")
     if failed:

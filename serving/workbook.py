@@ -16,6 +16,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Sequence
+from copy import copy
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -154,18 +155,32 @@ def _write_page(ws: Any, rows: pd.DataFrame, page_title: str, first_visit: date)
         ws.column_dimensions[get_column_letter(c)].width = column.width
     ws.row_dimensions[1].height = row_height([c.header for c in columns], widths)
     tier_at = next((i for i, c in enumerate(columns) if c.key == "tier"), None)
+    # A body cell's style, set once per kind then copied: assigning style objects cell by
+    # cell makes openpyxl hash them each time, most of a township's export time at 1M.
+    styles: dict[bool, Any] = {}
+    tier_styles: dict[str, Any] = {}
     for r, values in enumerate(rows.itertuples(index=False), 2):
         try:
             for c, (value, column) in enumerate(zip(values, columns, strict=True), 1):
                 cell = ws.cell(r, c)
                 xlsx_cell(cell, value, multiline=column.multiline)
+                is_date = column.key == "visited_on"
+                if is_date in styles:
+                    cell._style = copy(styles[is_date])
+                    continue
                 cell.alignment, cell.font, cell.border = wrap, body, border
-                if column.key == "visited_on":
+                if is_date:
                     cell.number_format = "yyyy-mm-dd"
+                styles[is_date] = copy(cell._style)
         except Exception as exc:
             raise RenderError(_row_label(rows, r - 2), exc) from None
         if tier_at is not None and values[tier_at] in TIER_FILLS:
-            ws.cell(r, tier_at + 1).fill = _fill(TIER_FILLS[values[tier_at]])
+            tier_cell = ws.cell(r, tier_at + 1)
+            if values[tier_at] in tier_styles:
+                tier_cell._style = copy(tier_styles[values[tier_at]])
+            else:
+                tier_cell.fill = _fill(TIER_FILLS[values[tier_at]])
+                tier_styles[values[tier_at]] = copy(tier_cell._style)
         ws.row_dimensions[r].height = row_height(list(values), widths, MIN_ROW_LINES)
     last = ws.max_row
     if last >= 2:

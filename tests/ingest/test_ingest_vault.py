@@ -11,7 +11,7 @@ import pytest
 
 import ingest
 from ingest.pseudonyms import load_key, pseudonym
-from ingest.vault import reidentify
+from ingest.vault import VaultCache, contact_details, reidentify
 from tests.ingest.ingest_world import PEOPLE, delivery, warehouse_table, workspace, write_delivery
 
 
@@ -76,3 +76,27 @@ def test_key_file_is_created_once_and_can_be_shared(tmp_path: Path) -> None:
     first = load_key(shared, create=True)
     assert first is not None and load_key(shared, create=False) == first
     assert load_key(tmp_path / "absent.key", create=False) is None
+
+
+def test_a_vault_cache_answers_as_the_vault_and_every_lookup_is_audited(
+    tmp_path: Path,
+) -> None:
+    """A monthly export reads the vault once (`VaultCache`): same answers as reading it
+    each time, for any subset asked, and still one audit line per lookup."""
+    settings = workspace(tmp_path)
+    ingest.ingest(write_delivery(tmp_path / "raw"), settings)
+    key = settings.key_file.read_bytes()
+    homes = [pseudonym(key, "household", h) for h in PEOPLE]
+    people = [pseudonym(key, "person", p) for members in PEOPLE.values() for p in members]
+    everyone = [*homes, *people, "p_unknown", "h_unknown"]
+    cache = VaultCache(settings.vault_dir)
+    audit = settings.vault_dir / "audit.jsonl"
+    for asked in (everyone, everyone[::2], everyone[1::3], homes[:1], ["p_unknown"], []):
+        before = len(audit.read_text().splitlines()) if audit.exists() else 0
+        assert reidentify(asked, settings, purpose="t", cache=cache) == \
+            reidentify(asked, settings, purpose="t")
+        assert contact_details(asked, settings, purpose="t", cache=cache) == \
+            contact_details(asked, settings, purpose="t")
+        assert len(audit.read_text().splitlines()) == before + 4
+    found = reidentify(everyone, settings, purpose="t", cache=cache)
+    assert len(found) == len(homes) + len(people) > 2
