@@ -69,6 +69,24 @@ def _use() -> list[str]:
         "features come from one builder (`features/builders.py`, chosen by the feed below); "
         "features that combine feeds are the `derived` builder's.",
         "",
+        "### The down-sampled, weighted training table",
+        "",
+        "A province of millions of households × a dozen mature months makes a training "
+        "table that no longer fits one machine (docs/scaling.md). With "
+        "`training_negative_rate = r < 1` (`DOUDI_TRAINING_NEGATIVE_RATE`), "
+        "`training_table` keeps every positive row and each negative with probability r, "
+        "and adds `sample_weight`: 1 for positives, 1/r for kept negatives "
+        "(`features.sample_negatives`). The draw is a keyed hash of (household pseudonym, "
+        "as-of month): the same rows on every engine and every rerun, independent across "
+        "months, and nested across rates (a lower r keeps a subset of a higher r's rows). "
+        "Each county task samples its own rows, so the full table never exists anywhere: "
+        "on Spark only the sample leaves the executors. Weighted sums over the sample "
+        "estimate the full table's without bias "
+        "(`tests/features/test_training_sample.py`); training uses the weights in every "
+        "fit, calibration and metric (docs/training.md \"Down-sampled, weighted training "
+        "tables\"). Scoring, monitoring and `labelled_table` never sample. With r = 1 (the "
+        "default) the table is exactly the unsampled one, without the column.",
+        "",
         "### Engine: `local` or `spark`",
         "",
         "`settings.engine` chooses what runs the county tasks; the commands, the functions "
