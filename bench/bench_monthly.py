@@ -34,22 +34,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_spark_features import _tree
+from bench_features import _tree_rss_bytes
 
 PROJECT = Path(__file__).resolve().parent.parent
 DOUDI = PROJECT / ".venv" / "bin" / "doudi"
-
-
-def _tree_rss(pid: int) -> int:
-    total = 0
-    for p in _tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
 
 
 def run_cli(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -63,7 +51,7 @@ def run_cli(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
 
         def sample() -> None:
             while not stop.is_set():
-                peak[0] = max(peak[0], _tree_rss(child.pid))
+                peak[0] = max(peak[0], _tree_rss_bytes(child.pid))
                 time.sleep(0.2)
 
         sampler = threading.Thread(target=sample, daemon=True)

@@ -9,6 +9,7 @@ prints.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,8 +181,6 @@ class _StepClock:
     """Wall time of each step of the job, for the summary (operators see where it goes)."""
 
     def __init__(self) -> None:
-        import time
-
         self._now = time.perf_counter
         self._last = self._now()
         self.seconds: dict[str, float] = {}
